@@ -1,0 +1,76 @@
+"""Verify cost per image: `provenance.verify_image` next to a bare c2pa Reader plus a Pillow decode.
+
+    .venv/bin/python bench/verify.py [--repeat 50]
+
+Target: ours within 1.5x of the bare reference on a credentialed 1024x1024 JPEG.
+"""
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import c2pa
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from provenance import CredentialStore, disclose_image, verify_image
+
+FACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "img1.jpg"
+
+
+def timed(function, repeat: int) -> float:
+    """Median seconds of `repeat` calls, after one warm-up call."""
+    function()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=50)
+    args = parser.parse_args()
+
+    with Image.open(FACE) as face:
+        source = io.BytesIO()
+        face.convert("RGB").resize((1024, 1024)).save(source, "JPEG", quality=92)
+    with tempfile.TemporaryDirectory() as directory:
+        store = CredentialStore(Path(directory))
+        signed = disclose_image(source.getvalue(), store.signing_identity(), references=[FACE.read_bytes()]).data
+        trust = store.trust_anchors()
+        context = trust.c2pa_context()
+
+        def bare() -> None:
+            with c2pa.Reader("image/jpeg", io.BytesIO(signed), context=context) as reader:
+                reader.json()
+                reader.get_validation_state()
+            Image.open(io.BytesIO(signed)).load()
+
+        def ours() -> None:
+            assert verify_image(signed, trust).label == "ai_verified"
+
+        reference = timed(bare, args.repeat)
+        measured = timed(ours, args.repeat)
+
+    table = Table(title=f"verify, credentialed 1024x1024 JPEG ({len(signed):,} bytes), median of {args.repeat}")
+    table.add_column("what")
+    table.add_column("ms / image", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_row("bare c2pa Reader + Pillow decode", f"{reference * 1000:.1f}", "1.00")
+    table.add_row("headshot verify_image", f"{measured * 1000:.1f}", f"{measured / reference:.2f}")
+    Console().print(table)
+    print(f"target: ratio <= 1.5 -> {'met' if measured / reference <= 1.5 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

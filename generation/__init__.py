@@ -1,0 +1,1 @@
+"""Generation: SDXL loading, identity LoRA training, style presets and the pack pipeline."""

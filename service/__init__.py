@@ -1,0 +1,1 @@
+"""Service: the HTTP API, the database, jobs and the `headshot` command line."""

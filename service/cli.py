@@ -1,0 +1,203 @@
+"""The `headshot` command line."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="Disclosed AI headshots: generate with consent, score, and verify any photo.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+credentials_app = typer.Typer(help="This installation's C2PA signing credentials.", no_args_is_help=True)
+app.add_typer(credentials_app, name="credentials")
+
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
+
+
+def _settings():
+    from service.settings import Settings
+
+    return Settings()
+
+
+def _fail(message: str) -> None:
+    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default HEADSHOT_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default HEADSHOT_PORT).")] = None,
+) -> None:
+    """Start the HTTP service (API docs at /docs)."""
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run("service.app:create_app", factory=True, host=host or settings.host, port=port or settings.port)
+
+
+@app.command()
+def disclose(
+    input: Annotated[Path, typer.Argument(help="The AI-generated image (JPEG, PNG or WebP).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the disclosed image.")],
+    reference: Annotated[
+        list[Path] | None, typer.Option(help="A reference photo the image was made from (repeat per photo).")
+    ] = None,
+    generator: Annotated[str | None, typer.Option(help="The generator, e.g. 'Stable Diffusion XL 1.0'.")] = None,
+    model_hash: Annotated[
+        list[str] | None, typer.Option(help="NAME=HEX hash of a model used (repeat per model).")
+    ] = None,
+) -> None:
+    """Sign INPUT with Content Credentials that declare it AI-generated, and write OUTPUT."""
+    from provenance import CredentialsError, ImageInputError, disclose_image, parse_model_hashes
+    from provenance.images import read_file
+
+    settings = _settings()
+    limits = settings.image_limits
+    try:
+        hashes = parse_model_hashes(model_hash or [])
+        data = read_file(input, limits)
+        references = []
+        for path in reference or []:
+            try:
+                references.append(read_file(path, limits))
+            except ImageInputError as exc:
+                raise ImageInputError(f"reference {path}: {exc}") from None
+        disclosure = disclose_image(
+            data,
+            settings.credentials.signing_identity(),
+            references=references,
+            generator=generator,
+            model_hashes=hashes,
+            limits=limits,
+        )
+    except ImageInputError as exc:
+        _fail(f"{input}: {exc}")
+    except CredentialsError as exc:
+        _fail(str(exc))
+    _write_atomically(output, disclosure.data)
+    console.print(
+        f"disclosed [bold]{output}[/bold]: {disclosure.mime_type}, manifest {disclosure.manifest_label}, "
+        f"{len(references)} reference photo(s), +{disclosure.overhead_bytes:,} bytes",
+        highlight=False,
+    )
+
+
+@app.command()
+def verify(
+    files: Annotated[list[Path], typer.Argument(help="Photos to verify.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array, one object per file.")] = False,
+) -> None:
+    """Say for each photo whether it is AI-generated, and why. Exit 1 if any file could not be read."""
+    from provenance import CredentialsError, VerifyFailure, verify_path
+
+    settings = _settings()
+    try:
+        trust = settings.trust()
+    except CredentialsError as exc:
+        _fail(str(exc))
+    results = [verify_path(path, trust, settings.image_limits) for path in files]
+    if as_json:
+        print(json.dumps([result.model_dump(mode="json") for result in results], indent=2))
+    else:
+        for result in results:
+            _print_verdict(result)
+    if any(isinstance(result, VerifyFailure) for result in results):
+        raise typer.Exit(1)
+
+
+def _print_verdict(result) -> None:
+    from provenance import VerifyFailure
+
+    if isinstance(result, VerifyFailure):
+        console.print(f"[bold]{result.file}[/bold]: [red]error[/red] {result.error}", highlight=False)
+        return
+    colour = {True: "magenta", False: "green", None: "yellow"}[result.ai_generated]
+    console.print(f"[bold]{result.file}[/bold]: [{colour}]{result.label}[/{colour}]", highlight=False)
+    console.print(f"  {result.summary}", highlight=False)
+    for item in result.evidence:
+        console.print(f"  - [{item.strength}] {item.source}: {item.detail}", highlight=False, markup=False)
+
+
+@credentials_app.command("show")
+def credentials_show() -> None:
+    """Print the certificates' subjects, fingerprints and expiry dates (never a private key)."""
+    from provenance import CredentialsError
+
+    try:
+        infos = _settings().credentials.describe()
+    except CredentialsError as exc:
+        _fail(str(exc))
+    if not infos:
+        console.print("no credentials yet: they are created on first use (e.g. `headshot disclose`)")
+        return
+    for info in infos:
+        status = "[red]expired[/red]" if info.expired else "[green]valid[/green]"
+        console.print(f"[bold]{info.role}[/bold]", highlight=False)
+        console.print(f"  subject      {info.subject}", highlight=False, markup=False)
+        console.print(f"  issuer       {info.issuer}", highlight=False, markup=False)
+        console.print(f"  serial       {info.serial}", highlight=False)
+        console.print(f"  SHA-256      {info.sha256_fingerprint}", highlight=False)
+        console.print(
+            f"  valid        {info.not_before:%Y-%m-%d %H:%M} to {info.not_after:%Y-%m-%d %H:%M} UTC ({status})",
+            highlight=False,
+        )
+
+
+@credentials_app.command("rotate")
+def credentials_rotate() -> None:
+    """Issue a new signing certificate from the local CA; the old one is kept as retired."""
+    from provenance import CredentialsError
+
+    try:
+        info = _settings().credentials.rotate()
+    except CredentialsError as exc:
+        _fail(str(exc))
+    console.print(
+        f"new signing certificate {info.sha256_fingerprint}, valid until {info.not_after:%Y-%m-%d %H:%M} UTC",
+        highlight=False,
+    )
+
+
+@credentials_app.command("import")
+def credentials_import(
+    cert: Annotated[Path, typer.Argument(help="PEM certificate chain, signing certificate first.")],
+    key: Annotated[Path, typer.Argument(help="PEM private key of the signing certificate (unencrypted).")],
+) -> None:
+    """Install an organisation's own signing certificate and key."""
+    from provenance import CredentialsError
+
+    settings = _settings()
+    try:
+        info = settings.credentials.import_certificate(cert.read_bytes(), key.read_bytes())
+    except OSError as exc:
+        _fail(f"cannot read {exc.filename}: {exc.strerror}")
+    except CredentialsError as exc:
+        _fail(str(exc))
+    console.print(f"imported {info.subject}, valid until {info.not_after:%Y-%m-%d %H:%M} UTC", highlight=False)
+    console.print(
+        "readers trust it only if its root is among their trust anchors; on this installation add the root "
+        "to the PEM file named by HEADSHOT_TRUST_ANCHORS",
+        highlight=False,
+    )
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write beside the target and rename, so a reader never sees a half-written file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror}")

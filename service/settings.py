@@ -1,0 +1,56 @@
+"""The one settings class: every option is a `HEADSHOT_` environment variable."""
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from provenance import CredentialStore, ImageLimits, TrustAnchors
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HEADSHOT_", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Database, signing credentials, uploads and outputs.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir.")
+
+    signer_name: str = Field("headshot disclosure signer", description="Common name of the signing certificate.")
+    signer_organization: str = Field("headshot", description="Organisation named in the local CA and signer.")
+    certificate_lifetime_days: int = Field(90, ge=1, description="Lifetime of locally issued signing certificates.")
+    timestamp_url: str | None = Field(None, description="RFC 3161 timestamp authority; signing fails if unreachable.")
+    trust_anchors: Path | None = Field(None, description="PEM file of extra trust anchors (e.g. the C2PA trust list).")
+    signing_callback: str | None = Field(
+        None, description="'module:function' that signs bytes with a key held in a KMS/HSM."
+    )
+    signing_chain: Path | None = Field(None, description="PEM certificate chain that goes with signing_callback.")
+
+    max_upload_bytes: int = Field(25_000_000, ge=1, description="Largest accepted file, in bytes.")
+    max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted decoded image, in pixels.")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'headshot.db'}"
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
+
+    @cached_property
+    def credentials(self) -> CredentialStore:
+        return CredentialStore(
+            self.data_dir / "credentials",
+            signer_name=self.signer_name,
+            organization=self.signer_organization,
+            lifetime=self.certificate_lifetime_days,
+            timestamp_url=self.timestamp_url,
+            signing_callback=self.signing_callback,
+            signing_chain=self.signing_chain,
+        )
+
+    def trust(self) -> TrustAnchors:
+        """The local root (once created) plus the operator's extra anchors; read anew on each call."""
+        return self.credentials.trust_anchors(extra=self.trust_anchors)

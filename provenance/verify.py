@@ -46,6 +46,7 @@ class CredentialsReport(BaseModel):
     state: CredentialsState = "none"
     failure_codes: list[str] = Field(default_factory=list)
     signer: Signer | None = None
+    time_stamped_at: str | None = None
     claim_generator: str | None = None
     digital_source_type: str | None = None
     training_mining: dict | None = None
@@ -127,6 +128,7 @@ def _read_credentials(data: bytes, mime_type: str, trust: TrustAnchors) -> tuple
         state=state,
         failure_codes=codes,
         signer=_signer(active),
+        time_stamped_at=(active.get("signature_info") or {}).get("time"),
         claim_generator=_claim_generator(active),
         digital_source_type=source_type,
         training_mining=next(

@@ -1,15 +1,23 @@
 """Disclosure: mark an image as AI-generated with signed C2PA Content Credentials and XMP."""
 
+import base64
 import hashlib
 import io
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import version
 
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin
+
+from provenance import fingerprint, watermark
 from provenance.credentials import CredentialsError, SigningIdentity
+from provenance.fingerprint import Fingerprints, fingerprint_for_registry
 from provenance.images import MIME_TYPES, ImageInputError, ImageLimits, decode_image
+from provenance.registry import RegistryEntry, SoftBindingRegistry
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 PLUS_DATA_MINING_PROHIBITED = "http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED"
@@ -23,13 +31,16 @@ _HEX = re.compile(r"^[0-9a-fA-F]{8,128}$")
 
 @dataclass(frozen=True)
 class Disclosure:
-    """A disclosed image: the signed bytes and what its manifest says."""
+    """A disclosed image: the signed bytes and what its manifest and the registry say."""
 
     data: bytes
     mime_type: str
     manifest_label: str
     manifest: dict
-    overhead_bytes: int
+    overhead_bytes: int  # XMP + manifest, over the (watermarked) pixels file
+    payload: int
+    watermarked: bool
+    fingerprints: Fingerprints
 
 
 def software_agent(generator: str | None) -> str:
@@ -51,39 +62,34 @@ def parse_model_hashes(pairs: Sequence[str]) -> dict[str, str]:
 def disclose_image(
     data: bytes,
     identity: SigningIdentity,
+    registry: SoftBindingRegistry,
     *,
     references: Sequence[bytes] = (),
     generator: str | None = None,
     model_hashes: Mapping[str, str] | None = None,
     limits: ImageLimits = ImageLimits(),
 ) -> Disclosure:
-    """Embed XMP and a signed C2PA manifest declaring the image AI-generated (JPEG, PNG or WebP).
+    """Watermark, fingerprint, sign and register an AI-generated image (JPEG, PNG or WebP).
 
-    Reference photos become `inputTo` ingredients carrying only the SHA-256 of their original bytes
-    and a neutral title: no file name, no thumbnail, no pixels.
+    The output carries an invisible watermark, XMP and a signed C2PA manifest declaring it AI-generated
+    (with both soft bindings declared); the registry records its payload, fingerprints and manifest so
+    that a stripped copy is recognised. Reference photos become `inputTo` ingredients carrying only the
+    SHA-256 of their original bytes and a neutral title: no file name, no thumbnail, no pixels.
     """
     import c2pa
 
     image = decode_image(data, limits)
+    if getattr(image, "is_animated", False):
+        raise ImageInputError("animated images cannot be disclosed; export a single frame", "unsupported")
     mime_type = MIME_TYPES[image.format]
+    payload = _new_payload(registry)
+    pixels_file, watermarked = _watermarked(image, data, payload)
+    fingerprints = fingerprint_for_registry(decode_image(pixels_file, limits))
     agent = software_agent(generator)
-    with_xmp = _with_xmp(data, agent)
 
-    action = {
-        "action": "c2pa.created",
-        "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
-        "softwareAgent": {"name": agent},
-    }
-    if model_hashes:
-        action["parameters"] = {"model_hashes": dict(model_hashes)}
-    manifest = {
-        "claim_generator_info": [{"name": "headshot", "version": version("headshot")}],
-        "assertions": [
-            {"label": "c2pa.actions.v2", "data": {"actions": [action]}},
-            {"label": "c2pa.training-mining", "data": {"entries": TRAINING_MINING_FORBIDDEN}},
-        ],
-    }
-    builder = c2pa.Builder(manifest, context=_signing_context())
+    builder = c2pa.Builder(
+        _manifest(agent, model_hashes, payload, watermarked, fingerprints), context=_signing_context()
+    )
     for number, reference in enumerate(references, start=1):
         ingredient = {
             "title": f"reference photo {number}",
@@ -95,7 +101,7 @@ def disclose_image(
 
     signed = io.BytesIO()
     try:
-        builder.sign(identity.c2pa_signer(), mime_type, io.BytesIO(with_xmp), signed)
+        builder.sign(identity.c2pa_signer(), mime_type, io.BytesIO(_with_xmp(pixels_file, agent)), signed)
     except c2pa.C2paError as exc:
         if identity.timestamp_url and "http" in str(exc):
             raise CredentialsError(
@@ -104,14 +110,130 @@ def disclose_image(
             ) from None
         raise CredentialsError(f"signing failed: {exc}") from None
     output = signed.getvalue()
-    reader = c2pa.Reader(mime_type, io.BytesIO(output))
+    manifest = c2pa.Reader(mime_type, io.BytesIO(output)).get_active_manifest()
+    registry.add(
+        RegistryEntry(
+            payload=payload,
+            manifest_label=manifest["label"],
+            fingerprints=fingerprints,
+            signed_sha256=hashlib.sha256(output).hexdigest(),
+            mime_type=mime_type,
+            manifest=manifest,
+            watermarked=watermarked,
+        )
+    )
     return Disclosure(
         data=output,
         mime_type=mime_type,
-        manifest_label=reader.get_active_manifest()["label"],
-        manifest=reader.get_active_manifest(),
-        overhead_bytes=len(output) - len(data),
+        manifest_label=manifest["label"],
+        manifest=manifest,
+        overhead_bytes=len(output) - len(pixels_file),
+        payload=payload,
+        watermarked=watermarked,
+        fingerprints=fingerprints,
     )
+
+
+def _manifest(
+    agent: str, model_hashes: Mapping[str, str] | None, payload: int, watermarked: bool, fingerprints: Fingerprints
+) -> dict:
+    created = {
+        "action": "c2pa.created",
+        "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+        "softwareAgent": {"name": agent},
+    }
+    if model_hashes:
+        created["parameters"] = {"model_hashes": dict(model_hashes)}
+    actions = [created]
+    hashes = [*fingerprints.frame, fingerprints.face or 0]
+    soft_bindings = [
+        _soft_binding(fingerprint.ALGORITHM, b"".join(value.to_bytes(8, "big") for value in hashes)),
+    ]
+    if watermarked:
+        actions.append({"action": "c2pa.watermarked", "softwareAgent": {"name": agent}})
+        soft_bindings.insert(0, _soft_binding(watermark.ALGORITHM, payload.to_bytes(8, "big")))
+    return {
+        "claim_generator_info": [{"name": "headshot", "version": version("headshot")}],
+        "assertions": [
+            {"label": "c2pa.actions.v2", "data": {"actions": actions}},
+            {"label": "c2pa.training-mining", "data": {"entries": TRAINING_MINING_FORBIDDEN}},
+            *soft_bindings,
+        ],
+    }
+
+
+def _soft_binding(algorithm: str, value: bytes) -> dict:
+    return {
+        "label": "c2pa.soft-binding",
+        "data": {"alg": algorithm, "blocks": [{"scope": {}, "value": base64.b64encode(value).decode()}]},
+    }
+
+
+def _new_payload(registry: SoftBindingRegistry) -> int:
+    while registry.find_payload(payload := secrets.randbits(watermark.PAYLOAD_BITS)) is not None:
+        continue
+    return payload
+
+
+def _watermarked(image: Image.Image, data: bytes, payload: int) -> tuple[bytes, bool]:
+    """The file re-encoded with the watermark in its pixels, in its own format and quality.
+
+    Orientation is applied to the pixels (so a viewer's rotated copy still carries an upright mark);
+    alpha, grey levels, ICC profile, EXIF and PNG text survive; 16-bit images become 8-bit. Images
+    smaller than watermark.MIN_SIDE are returned unchanged (too small to carry the pattern).
+    """
+    if min(image.size) < watermark.MIN_SIDE:
+        return data, False
+    upright = ImageOps.exif_transpose(image)
+    has_alpha = "A" in upright.getbands() or "transparency" in upright.info
+    grey = upright.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+    base = _eight_bit(upright)
+    marked = watermark.embed_watermark(base.convert("RGB"), payload)
+    if grey:
+        marked = marked.convert("L")
+    if has_alpha:
+        marked.putalpha(base.convert("RGBA").getchannel("A"))
+
+    options = {"exif": upright.getexif()}
+    if icc := image.info.get("icc_profile"):
+        options["icc_profile"] = icc
+    if image.format in ("JPEG", "MPO"):
+        options.update(qtables=image.quantization, subsampling=_jpeg_subsampling(image))
+        output_format = "JPEG"
+    elif image.format == "PNG":
+        info = PngImagePlugin.PngInfo()
+        for key, value in image.text.items():
+            if key != "XML:com.adobe.xmp":
+                info.add_text(key, value)
+        options["pnginfo"] = info
+        output_format = "PNG"
+    else:
+        options.update(lossless=b"VP8L" in data[:4096], quality=95)
+        output_format = "WEBP"
+    buffer = io.BytesIO()
+    marked.save(buffer, output_format, **options)
+    return buffer.getvalue(), True
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max() > 255 else 255.0
+        return Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return image.convert("RGB")
+    if image.mode == "PA":
+        return image.convert("RGBA")
+    return image
+
+
+def _jpeg_subsampling(image: Image.Image) -> int:
+    from PIL import JpegImagePlugin
+
+    sampling = JpegImagePlugin.get_sampling(image)
+    return sampling if sampling >= 0 else 2
 
 
 def _with_xmp(data: bytes, agent: str) -> bytes:

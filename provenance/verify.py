@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from provenance.credentials import TrustAnchors
 from provenance.images import MIME_TYPES, ImageInputError, ImageLimits, decode_image, read_file
 from provenance.metadata import AI_SOURCE_TYPES, CAPTURE_SOURCE_TYPES, read_metadata, source_type_name
+from provenance.registry import SoftBindingRegistry
 
 Label = Literal[
     "ai_verified",
@@ -62,6 +63,9 @@ class Verdict(BaseModel):
     c2pa: CredentialsReport
     metadata: dict
     evidence: list[Evidence]
+    recovered_manifest: dict | None = Field(
+        None, description="For ai_soft_binding: the manifest the registered original carried."
+    )
 
 
 class VerifyFailure(BaseModel):
@@ -69,24 +73,44 @@ class VerifyFailure(BaseModel):
     error: str
 
 
-def verify_path(path: Path, trust: TrustAnchors, limits: ImageLimits = ImageLimits()) -> Verdict | VerifyFailure:
+def verify_path(
+    path: Path,
+    trust: TrustAnchors,
+    limits: ImageLimits = ImageLimits(),
+    registry: SoftBindingRegistry | None = None,
+) -> Verdict | VerifyFailure:
     """Verify one file on disk; an unusable file gives a VerifyFailure that says what is wrong."""
     try:
-        return verify_image(read_file(Path(path), limits), trust, limits, name=str(path))
+        return verify_image(read_file(Path(path), limits), trust, limits, name=str(path), registry=registry)
     except ImageInputError as exc:
         return VerifyFailure(file=str(path), error=str(exc))
 
 
-def verify_image(data: bytes, trust: TrustAnchors, limits: ImageLimits = ImageLimits(), *, name: str = "") -> Verdict:
+def verify_image(
+    data: bytes,
+    trust: TrustAnchors,
+    limits: ImageLimits = ImageLimits(),
+    *,
+    name: str = "",
+    registry: SoftBindingRegistry | None = None,
+) -> Verdict:
     """Read and validate the image's Content Credentials and metadata, and decide its label.
 
+    Without valid credentials, and given a registry, the watermark and fingerprints are looked up too.
     Raises ImageInputError when the bytes are not a usable JPEG, PNG or WebP image.
     """
     image = decode_image(data, limits)
     credentials, c2pa_evidence = _read_credentials(data, MIME_TYPES[image.format], trust)
     metadata = read_metadata(image)
     evidence = c2pa_evidence + [Evidence(**vars(item)) for item in metadata.evidence]
-    label = _decide_label(credentials, metadata.declares_ai)
+    recovered = None
+    if registry is not None and credentials.state in ("none", "invalid"):
+        from provenance.soft_binding import find_disclosure
+
+        result = find_disclosure(image, registry)
+        evidence += [Evidence(**vars(finding)) for finding in result.findings]
+        recovered = result.entry.manifest if result.entry else None
+    label = _decide_label(credentials, recovered is not None, metadata.declares_ai)
     return Verdict(
         file=name,
         label=label,
@@ -95,6 +119,7 @@ def verify_image(data: bytes, trust: TrustAnchors, limits: ImageLimits = ImageLi
         c2pa=credentials,
         metadata=metadata.fields,
         evidence=evidence,
+        recovered_manifest=recovered,
     )
 
 
@@ -208,7 +233,7 @@ def _credentials_evidence(report: CredentialsReport) -> list[Evidence]:
     ]
 
 
-def _decide_label(credentials: CredentialsReport, metadata_declares_ai: bool) -> Label:
+def _decide_label(credentials: CredentialsReport, soft_binding_matched: bool, metadata_declares_ai: bool) -> Label:
     source_type = source_type_name(credentials.digital_source_type)
     if credentials.state == "trusted" and source_type in AI_SOURCE_TYPES:
         return "ai_verified"
@@ -218,6 +243,8 @@ def _decide_label(credentials: CredentialsReport, metadata_declares_ai: bool) ->
         return "ai_unverified_signer"
     if credentials.state in ("trusted", "valid-untrusted"):
         return "credentials_no_ai_claim"
+    if soft_binding_matched:
+        return "ai_soft_binding"
     if credentials.state == "invalid":
         return "invalid_credentials"
     if metadata_declares_ai:
@@ -243,6 +270,12 @@ def _summary(label: Label, credentials: CredentialsReport, evidence: list[Eviden
             return (
                 "Valid Content Credentials that make no AI-generation claim; they describe the file's history "
                 "but do not by themselves prove the photo is real."
+            )
+        case "ai_soft_binding":
+            also = " (the copy's own credentials are invalid)" if credentials.state == "invalid" else ""
+            return (
+                "AI-generated: this is a copy of an image this installation disclosed as AI-generated, "
+                f"recognised by its invisible watermark or fingerprint after its metadata was lost{also}."
             )
         case "invalid_credentials":
             codes = ", ".join(credentials.failure_codes) or "an ingredient failed validation"

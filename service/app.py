@@ -42,7 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data = read_upload(file, settings.max_upload_bytes)
         try:
             trust = settings.trust()
-            return verify_image(data, trust, settings.image_limits, name=file.filename or "upload")
+            return verify_image(
+                data, trust, settings.image_limits, name=file.filename or "upload", registry=settings.registry()
+            )
         except ImageInputError as exc:
             raise HTTPException(_STATUS_FOR_KIND.get(exc.kind, 422), f"{file.filename or 'upload'}: {exc}") from None
 

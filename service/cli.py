@@ -16,6 +16,8 @@ app = typer.Typer(
 )
 credentials_app = typer.Typer(help="This installation's C2PA signing credentials.", no_args_is_help=True)
 app.add_typer(credentials_app, name="credentials")
+registry_app = typer.Typer(help="The registry of disclosed images (watermarks and fingerprints).", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -74,6 +76,7 @@ def disclose(
         disclosure = disclose_image(
             data,
             settings.credentials.signing_identity(),
+            settings.registry(),
             references=references,
             generator=generator,
             model_hashes=hashes,
@@ -84,9 +87,10 @@ def disclose(
     except CredentialsError as exc:
         _fail(str(exc))
     _write_atomically(output, disclosure.data)
+    mark = f"watermark {disclosure.payload:016x}" if disclosure.watermarked else "too small to watermark"
     console.print(
-        f"disclosed [bold]{output}[/bold]: {disclosure.mime_type}, manifest {disclosure.manifest_label}, "
-        f"{len(references)} reference photo(s), +{disclosure.overhead_bytes:,} bytes",
+        f"disclosed [bold]{output}[/bold]: {disclosure.mime_type}, manifest {disclosure.manifest_label}, {mark}, "
+        f"{len(references)} reference photo(s), credentials +{disclosure.overhead_bytes:,} bytes",
         highlight=False,
     )
 
@@ -104,7 +108,8 @@ def verify(
         trust = settings.trust()
     except CredentialsError as exc:
         _fail(str(exc))
-    results = [verify_path(path, trust, settings.image_limits) for path in files]
+    registry = settings.registry()
+    results = [verify_path(path, trust, settings.image_limits, registry) for path in files]
     if as_json:
         print(json.dumps([result.model_dump(mode="json") for result in results], indent=2))
     else:
@@ -188,6 +193,71 @@ def credentials_import(
         "to the PEM file named by HEADSHOT_TRUST_ANCHORS",
         highlight=False,
     )
+
+
+@registry_app.command("stats")
+def registry_stats() -> None:
+    """How many disclosed images are registered, and how big the in-memory index is."""
+    settings = _settings()
+    stats = settings.registry().stats()
+    console.print(f"database        {settings.resolved_database_url}", highlight=False)
+    console.print(
+        f"images          {stats['images']:,} ({stats['watermarked']:,} watermarked, "
+        f"{stats['with_face_hash']:,} with a face hash)",
+        highlight=False,
+    )
+    console.print(
+        f"formats         {', '.join(f'{k} {v:,}' for k, v in stats['formats'].items()) or '-'}", highlight=False
+    )
+    console.print(
+        f"registered      {stats['first_registered'] or '-'} to {stats['last_registered'] or '-'}", highlight=False
+    )
+    console.print(f"index in memory {stats['index_bytes'] / 1e6:.1f} MB", highlight=False)
+
+
+@registry_app.command("lookup")
+def registry_lookup(
+    file: Annotated[Path, typer.Argument(help="A photo, possibly a stripped or re-encoded copy.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Find the registered disclosure FILE is a copy of, by watermark and fingerprints."""
+    from provenance import ImageInputError
+    from provenance.images import decode_image, read_file
+    from provenance.soft_binding import find_disclosure
+
+    settings = _settings()
+    try:
+        image = decode_image(read_file(file, settings.image_limits), settings.image_limits)
+    except ImageInputError as exc:
+        _fail(f"{file}: {exc}")
+    result = find_disclosure(image, settings.registry())
+    entry = result.entry
+    if as_json:
+        record = (
+            None
+            if entry is None
+            else {
+                "manifest_label": entry.manifest_label,
+                "registered_at": entry.created_at.isoformat(),
+                "signed_sha256": entry.signed_sha256,
+                "mime_type": entry.mime_type,
+                "watermark_payload": f"{entry.payload:016x}",
+                "manifest": entry.manifest,
+            }
+        )
+        findings = [vars(finding) for finding in result.findings]
+        print(json.dumps({"file": str(file), "match": record, "findings": findings}, indent=2))
+    elif entry is None:
+        console.print(f"{file}: no registered disclosure matches", highlight=False)
+    else:
+        console.print(f"{file}: copy of [bold]{entry.manifest_label}[/bold]", highlight=False)
+        console.print(
+            f"  registered {entry.created_at:%Y-%m-%d %H:%M} UTC, {entry.mime_type}, sha256 {entry.signed_sha256}",
+            highlight=False,
+        )
+    if not as_json:
+        for finding in result.findings:
+            console.print(f"  - [{finding.strength}] {finding.source}: {finding.detail}", markup=False, highlight=False)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
             signing_chain=self.signing_chain,
         )
 
+    def registry(self):
+        """The soft-binding registry in the configured database (one per process and URL)."""
+        from service.registry import open_registry
+
+        return open_registry(self.resolved_database_url)
+
     def trust(self) -> TrustAnchors:
         """The local root (once created) plus the operator's extra anchors; read anew on each call."""
         return self.credentials.trust_anchors(extra=self.trust_anchors)

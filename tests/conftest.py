@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from provenance import CredentialStore
+from provenance.registry import InMemoryRegistry
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACES = SHARED_DATA / "faces"
@@ -50,3 +51,8 @@ def foreign_store(tmp_path_factory) -> CredentialStore:
 @pytest.fixture(scope="session")
 def headshot_jpeg() -> bytes:
     return encode(face_image(), "JPEG", quality=92)
+
+
+@pytest.fixture(scope="session")
+def registry() -> InMemoryRegistry:
+    return InMemoryRegistry()

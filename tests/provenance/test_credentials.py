@@ -9,6 +9,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from provenance import CredentialsError, CredentialStore, disclose_image, verify_image
 from provenance.credentials import C2PA_CLAIM_SIGNING
+from provenance.registry import InMemoryRegistry
+
+
+def _disclose(data: bytes, identity):
+    """Credentials are what these tests are about; each disclosure gets a throwaway registry."""
+    return disclose_image(data, identity, InMemoryRegistry())
 
 
 def _leaf(store: CredentialStore) -> x509.Certificate:
@@ -47,21 +53,21 @@ def test_credentials_are_reused(store):
 def test_rotation_issues_new_certificate_and_keeps_trust(tmp_path, headshot_jpeg):
     store = CredentialStore(tmp_path / "creds")
     before = store.signing_identity()
-    old = disclose_image(headshot_jpeg, before)
+    old = _disclose(headshot_jpeg, before)
     info = store.rotate()
     after = store.signing_identity()
     assert after.chain_pem != before.chain_pem
     assert info.sha256_fingerprint != store.describe()[2].sha256_fingerprint  # the retired one differs
     assert [i.role for i in store.describe()] == ["local root CA", "signing", "retired signing"]
     trust = store.trust_anchors()
-    assert verify_image(disclose_image(headshot_jpeg, after).data, trust).label == "ai_verified"
+    assert verify_image(_disclose(headshot_jpeg, after).data, trust).label == "ai_verified"
     assert verify_image(old.data, trust).label == "ai_verified"  # same root: earlier files stay trusted
 
 
 def test_expired_signer_reads_invalid_and_is_renewed(tmp_path, headshot_jpeg):
     store = CredentialStore(tmp_path / "creds", lifetime=dt.timedelta(seconds=4))
     identity = store.signing_identity()
-    signed = disclose_image(headshot_jpeg, identity).data
+    signed = _disclose(headshot_jpeg, identity).data
     assert verify_image(signed, store.trust_anchors()).label == "ai_verified"
     time.sleep(max(0.0, (_leaf(store).not_valid_after_utc - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
 
@@ -71,7 +77,7 @@ def test_expired_signer_reads_invalid_and_is_renewed(tmp_path, headshot_jpeg):
 
     renewed = store.signing_identity()  # expired local certificates are renewed on use
     assert renewed.chain_pem != identity.chain_pem
-    assert verify_image(disclose_image(headshot_jpeg, renewed).data, store.trust_anchors()).label == "ai_verified"
+    assert verify_image(_disclose(headshot_jpeg, renewed).data, store.trust_anchors()).label == "ai_verified"
 
 
 def test_import_organisation_certificate(tmp_path, foreign_store, headshot_jpeg):
@@ -81,7 +87,7 @@ def test_import_organisation_certificate(tmp_path, foreign_store, headshot_jpeg)
     assert "Elsewhere Signer" in info.subject
     identity = store.signing_identity()
     assert identity.chain_pem == foreign.chain_pem
-    verdict = verify_image(disclose_image(headshot_jpeg, identity).data, foreign_store.trust_anchors())
+    verdict = verify_image(_disclose(headshot_jpeg, identity).data, foreign_store.trust_anchors())
     assert verdict.label == "ai_verified"
     assert verdict.c2pa.signer.subject == "Elsewhere Signer"
 
@@ -103,7 +109,7 @@ def test_import_refuses_unusable_certificates(tmp_path, store, foreign_store):
 def test_unreachable_timestamp_authority_fails_loudly(tmp_path, headshot_jpeg):
     store = CredentialStore(tmp_path / "creds", timestamp_url="http://127.0.0.1:9/tsa")
     with pytest.raises(CredentialsError, match=r"timestamp authority http://127\.0\.0\.1:9/tsa could not be reached"):
-        disclose_image(headshot_jpeg, store.signing_identity())
+        _disclose(headshot_jpeg, store.signing_identity())
 
 
 def test_signing_callback_for_keys_held_elsewhere(tmp_path, monkeypatch, foreign_store, headshot_jpeg):
@@ -117,7 +123,7 @@ def test_signing_callback_for_keys_held_elsewhere(tmp_path, monkeypatch, foreign
     )
     identity = store.signing_identity()
     assert identity.private_key_pem is None and identity.sign is not None
-    verdict = verify_image(disclose_image(headshot_jpeg, identity).data, foreign_store.trust_anchors())
+    verdict = verify_image(_disclose(headshot_jpeg, identity).data, foreign_store.trust_anchors())
     assert verdict.label == "ai_verified"
     assert not (tmp_path / "creds" / "signing.key").exists()
     assert store.describe()[0].role == "signing (KMS/HSM callback)"
@@ -130,7 +136,7 @@ def test_signing_callback_for_keys_held_elsewhere(tmp_path, monkeypatch, foreign
 
 
 def test_extra_trust_anchors(tmp_path, store, foreign_store, headshot_jpeg):
-    signed = disclose_image(headshot_jpeg, foreign_store.signing_identity()).data
+    signed = _disclose(headshot_jpeg, foreign_store.signing_identity()).data
     assert verify_image(signed, store.trust_anchors()).label == "ai_unverified_signer"
     anchors = tmp_path / "anchors.pem"
     anchors.write_bytes(foreign_store.root_cert_path.read_bytes())

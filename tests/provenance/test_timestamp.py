@@ -12,7 +12,13 @@ from asn1crypto import tsp
 from cryptography import x509
 
 from provenance import CredentialStore, disclose_image, verify_image
+from provenance.registry import InMemoryRegistry
 from tests.provenance.tsa_server import POLICY, TimestampAuthority
+
+
+def _disclose(data: bytes, identity):
+    """Credentials are what these tests are about; each disclosure gets a throwaway registry."""
+    return disclose_image(data, identity, InMemoryRegistry())
 
 
 @pytest.fixture
@@ -30,7 +36,7 @@ def _anchors_with_tsa(store: CredentialStore, tsa: TimestampAuthority, tmp_path)
 
 def test_disclosure_is_time_stamped_by_the_authority(tmp_path, tsa, headshot_jpeg):
     store = CredentialStore(tmp_path / "creds", timestamp_url=tsa.url)
-    signed = disclose_image(headshot_jpeg, store.signing_identity()).data
+    signed = _disclose(headshot_jpeg, store.signing_identity()).data
 
     assert len(tsa.requests) == 1
     request = tsa.requests[0]
@@ -48,7 +54,7 @@ def test_disclosure_is_time_stamped_by_the_authority(tmp_path, tsa, headshot_jpe
     assert verdict.label == "ai_verified"
     assert dt.datetime.fromisoformat(verdict.c2pa.time_stamped_at) == tsa.issued[0]
 
-    unstamped = disclose_image(headshot_jpeg, dataclasses.replace(store.signing_identity(), timestamp_url=None)).data
+    unstamped = _disclose(headshot_jpeg, dataclasses.replace(store.signing_identity(), timestamp_url=None)).data
     with c2pa.Reader("image/jpeg", io.BytesIO(unstamped), context=anchors.c2pa_context()) as reader:
         assert "time" not in reader.get_active_manifest()["signature_info"]
     assert len(tsa.requests) == 1
@@ -57,8 +63,8 @@ def test_disclosure_is_time_stamped_by_the_authority(tmp_path, tsa, headshot_jpe
 def test_time_stamp_keeps_manifest_valid_after_certificate_expiry(tmp_path, tsa, headshot_jpeg):
     store = CredentialStore(tmp_path / "creds", lifetime=dt.timedelta(seconds=4), timestamp_url=tsa.url)
     identity = store.signing_identity()
-    stamped = disclose_image(headshot_jpeg, identity).data
-    unstamped = disclose_image(headshot_jpeg, dataclasses.replace(identity, timestamp_url=None)).data
+    stamped = _disclose(headshot_jpeg, identity).data
+    unstamped = _disclose(headshot_jpeg, dataclasses.replace(identity, timestamp_url=None)).data
     assert len(tsa.requests) == 1
 
     with_tsa = _anchors_with_tsa(store, tsa, tmp_path)

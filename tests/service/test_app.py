@@ -24,7 +24,7 @@ def test_healthz(client):
 
 
 def test_verify_disclosed_upload(client, settings, headshot_jpeg):
-    disclosed = disclose_image(headshot_jpeg, settings.credentials.signing_identity())
+    disclosed = disclose_image(headshot_jpeg, settings.credentials.signing_identity(), settings.registry())
     response = client.post("/v1/verify", files={"file": ("photo.jpg", disclosed.data, "image/jpeg")})
     assert response.status_code == 200, response.text
     verdict = response.json()

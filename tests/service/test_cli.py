@@ -45,7 +45,17 @@ def test_disclose_then_verify_json(run, tmp_path):
         str(CONFORMANCE / "adobe-20220124-E-sig-CA.jpg"),
     ]
     first = verdicts[0]
-    assert set(first) == {"file", "label", "ai_generated", "summary", "c2pa", "metadata", "evidence"}
+    assert set(first) == {
+        "file",
+        "label",
+        "ai_generated",
+        "summary",
+        "c2pa",
+        "metadata",
+        "evidence",
+        "recovered_manifest",
+    }
+    assert first["recovered_manifest"] is None
     assert first["c2pa"]["state"] == "trusted"
     assert len(first["c2pa"]["ingredients"]) == 2
     assert verdicts[2]["c2pa"]["failure_codes"] == ["claimSignature.mismatch"]
@@ -98,3 +108,33 @@ def test_credentials_import(run, tmp_path, foreign_store):
     assert "Elsewhere Signer" in result.output
     bad = run("credentials", "import", tmp_path / "chain.pem", tmp_path / "nokey.pem")
     assert bad.exit_code == 1 and "cannot read" in bad.output
+
+
+def test_registry_commands(run, tmp_path):
+    output = tmp_path / "disclosed.jpg"
+    assert run("disclose", FACES / "img1.jpg", "-o", output).exit_code == 0
+    stats = run("registry", "stats")
+    assert stats.exit_code == 0
+    assert "images          1 (1 watermarked, 1 with a face hash)" in stats.output
+
+    stripped = tmp_path / "stripped.jpg"
+    stripped.write_bytes(encode(face_image_from(output).resize((691, 934)), "JPEG", quality=80))  # half size
+    lookup = run("registry", "lookup", "--json", stripped)
+    assert lookup.exit_code == 0, lookup.output
+    found = json.loads(lookup.output)
+    assert found["match"]["manifest"]["label"] == found["match"]["manifest_label"]
+    assert found["findings"][0]["source"] == "watermark"
+
+    verdict = json.loads(run("verify", "--json", stripped).output)[0]
+    assert verdict["label"] == "ai_soft_binding"
+    assert verdict["recovered_manifest"]["label"] == found["match"]["manifest_label"]
+
+    none = run("registry", "lookup", FACES / "img2.jpg")
+    assert none.exit_code == 0 and "no registered disclosure matches" in none.output
+
+
+def face_image_from(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")

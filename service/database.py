@@ -1,0 +1,21 @@
+"""The database engine: SQLite in the data directory by default, any SQLAlchemy URL otherwise."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlmodel import SQLModel, create_engine
+
+
+@lru_cache(maxsize=4)
+def engine_for(url: str) -> Engine:
+    """One engine per database URL and process, with the schema created."""
+    import service.registry  # noqa: F401  (registers its tables with SQLModel.metadata)
+
+    options = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    engine = create_engine(url, **options)
+    SQLModel.metadata.create_all(engine)
+    return engine

@@ -1,0 +1,155 @@
+"""The soft-binding registry in the database, with an in-memory fingerprint index kept current from it."""
+
+import datetime as dt
+import json
+import threading
+from functools import lru_cache
+
+import numpy as np
+from sqlalchemy import BigInteger, Column, LargeBinary, Text, func
+from sqlmodel import Field, Session, SQLModel, select
+
+from provenance.fingerprint import FRAME_VARIANTS, Fingerprints
+from provenance.registry import Candidate, FingerprintIndex, RegistryEntry
+
+_VARIANTS = len(FRAME_VARIANTS)
+
+
+class RegisteredImage(SQLModel, table=True):
+    __tablename__ = "registered_images"
+
+    id: int | None = Field(default=None, primary_key=True)
+    payload: int = Field(sa_column=Column(BigInteger, unique=True, index=True, nullable=False))
+    manifest_label: str = Field(index=True)
+    frame_hashes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # 7 x 8 bytes, big-endian
+    face_hash: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    signed_sha256: str = Field(index=True)
+    mime_type: str
+    watermarked: bool
+    manifest_json: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: dt.datetime
+
+
+class DatabaseRegistry:
+    """SoftBindingRegistry over the `registered_images` table.
+
+    The index holds every image's fingerprints in memory; before each query it reads the rows added
+    since (by this or any other process), so every process answers the same.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._index = FingerprintIndex()
+        self._last_id = 0
+        self._lock = threading.Lock()
+        self._refresh()
+
+    def add(self, entry: RegistryEntry) -> None:
+        row = RegisteredImage(
+            payload=_signed(entry.payload),
+            manifest_label=entry.manifest_label,
+            frame_hashes=b"".join(value.to_bytes(8, "big") for value in entry.fingerprints.frame),
+            face_hash=None if entry.fingerprints.face is None else _signed(entry.fingerprints.face),
+            signed_sha256=entry.signed_sha256,
+            mime_type=entry.mime_type,
+            watermarked=entry.watermarked,
+            manifest_json=json.dumps(entry.manifest),
+            created_at=entry.created_at,
+        )
+        with Session(self.engine) as session:
+            session.add(row)
+            session.commit()
+        self._refresh()
+
+    def find_payload(self, payload: int) -> RegistryEntry | None:
+        with Session(self.engine) as session:
+            row = session.exec(select(RegisteredImage).where(RegisteredImage.payload == _signed(payload))).first()
+        return _entry(row) if row else None
+
+    def candidates(self, query: Fingerprints, frame_threshold: int, face_threshold: int) -> list[Candidate]:
+        self._refresh()
+        hits = self._index.search(query, frame_threshold, face_threshold)
+        if not hits:
+            return []
+        with Session(self.engine) as session:
+            keys = [_signed(payload) for payload, _, _ in hits]
+            rows = session.exec(select(RegisteredImage).where(RegisteredImage.payload.in_(keys))).all()
+        entries = {_unsigned(row.payload): _entry(row) for row in rows}
+        return [Candidate(entries[payload], frame, face) for payload, frame, face in hits if payload in entries]
+
+    def count(self) -> int:
+        with Session(self.engine) as session:
+            return session.exec(select(func.count()).select_from(RegisteredImage)).one()
+
+    def stats(self) -> dict:
+        self._refresh()
+        with Session(self.engine) as session:
+            total, watermarked, first, last = session.exec(
+                select(
+                    func.count(),
+                    func.sum(RegisteredImage.watermarked),
+                    func.min(RegisteredImage.created_at),
+                    func.max(RegisteredImage.created_at),
+                )
+            ).one()
+            formats = dict(
+                session.exec(select(RegisteredImage.mime_type, func.count()).group_by(RegisteredImage.mime_type)).all()
+            )
+        return {
+            "images": total,
+            "watermarked": int(watermarked or 0),
+            "with_face_hash": self._index.faces_count(),
+            "formats": formats,
+            "first_registered": first.isoformat() if first else None,
+            "last_registered": last.isoformat() if last else None,
+            "index_bytes": self._index.nbytes(),
+        }
+
+    def _refresh(self) -> None:
+        """Append rows that other processes (or this one) added since the last refresh."""
+        with self._lock, Session(self.engine) as session:
+            rows = session.exec(
+                select(
+                    RegisteredImage.id, RegisteredImage.payload, RegisteredImage.frame_hashes, RegisteredImage.face_hash
+                )
+                .where(RegisteredImage.id > self._last_id)
+                .order_by(RegisteredImage.id)
+            ).all()
+            if not rows:
+                return
+            ids, payloads, frames, faces = zip(*rows, strict=True)
+            frame_array = np.frombuffer(b"".join(frames), dtype=">u8").reshape(len(rows), _VARIANTS).T
+            has_face = np.array([face is not None for face in faces])
+            face_array = np.array([_unsigned(face) if face is not None else 0 for face in faces], dtype=np.uint64)
+            self._index.extend_arrays([_unsigned(p) for p in payloads], frame_array, face_array, has_face)
+            self._last_id = ids[-1]
+
+
+@lru_cache(maxsize=4)
+def open_registry(database_url: str) -> DatabaseRegistry:
+    from service.database import engine_for
+
+    return DatabaseRegistry(engine_for(database_url))
+
+
+def _entry(row: RegisteredImage) -> RegistryEntry:
+    frame = tuple(int.from_bytes(row.frame_hashes[i : i + 8], "big") for i in range(0, 8 * _VARIANTS, 8))
+    return RegistryEntry(
+        payload=_unsigned(row.payload),
+        manifest_label=row.manifest_label,
+        fingerprints=Fingerprints(frame=frame, face=None if row.face_hash is None else _unsigned(row.face_hash)),
+        signed_sha256=row.signed_sha256,
+        mime_type=row.mime_type,
+        manifest=json.loads(row.manifest_json),
+        watermarked=row.watermarked,
+        created_at=row.created_at,
+    )
+
+
+def _signed(value: int) -> int:
+    """64-bit unsigned values are stored in signed BIGINT columns."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _unsigned(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value

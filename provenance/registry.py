@@ -47,49 +47,54 @@ class SoftBindingRegistry(Protocol):
 
 
 class FingerprintIndex:
-    """Fingerprints of registered images in numpy arrays, scanned in full for each query."""
+    """Fingerprints of registered images in numpy arrays, scanned in full for each query.
+
+    Keys are the images' 64-bit watermark payloads.
+    """
 
     def __init__(self, capacity: int = 1024):
         self._frames = np.zeros((_VARIANTS, capacity), np.uint64)
         self._faces = np.zeros(capacity, np.uint64)
         self._has_face = np.zeros(capacity, bool)
-        self._keys: list = []
+        self._keys = np.zeros(capacity, np.uint64)
+        self._size = 0
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return self._size
 
-    def add(self, key, fingerprints: Fingerprints) -> None:
+    def add(self, key: int, fingerprints: Fingerprints) -> None:
         self.extend([key], [fingerprints])
 
-    def extend(self, keys: Iterable, fingerprints: Iterable[Fingerprints]) -> None:
+    def extend(self, keys: Iterable[int], fingerprints: Iterable[Fingerprints]) -> None:
         fingerprints = list(fingerprints)
         if any(len(item.frame) != _VARIANTS for item in fingerprints):
             raise ValueError(f"a registered image needs {_VARIANTS} frame hashes")
         self.extend_arrays(
-            list(keys),
+            np.array(list(keys), dtype=np.uint64),
             np.array([item.frame for item in fingerprints], dtype=np.uint64).T.reshape(_VARIANTS, -1),
             np.array([item.face or 0 for item in fingerprints], dtype=np.uint64),
             np.array([item.face is not None for item in fingerprints], dtype=bool),
         )
 
-    def extend_arrays(self, keys: list, frames: np.ndarray, faces: np.ndarray, has_face: np.ndarray) -> None:
-        """Bulk append, as read from a database: frames is (variants x n), faces and has_face are (n,)."""
-        start, end = len(self._keys), len(self._keys) + len(keys)
+    def extend_arrays(self, keys: np.ndarray, frames: np.ndarray, faces: np.ndarray, has_face: np.ndarray) -> None:
+        """Bulk append, as read from a database: frames is (variants x n); keys, faces and has_face are (n,)."""
+        start, end = self._size, self._size + len(keys)
         self._reserve(end)
+        self._keys[start:end] = keys
         self._frames[:, start:end] = frames
         self._faces[start:end] = faces
         self._has_face[start:end] = has_face
-        self._keys.extend(keys)
+        self._size = end
 
     def faces_count(self) -> int:
-        return int(self._has_face[: len(self._keys)].sum())
+        return int(self._has_face[: self._size].sum())
 
     def nbytes(self) -> int:
-        return self._frames.nbytes + self._faces.nbytes + self._has_face.nbytes
+        return self._frames.nbytes + self._faces.nbytes + self._has_face.nbytes + self._keys.nbytes
 
     def search(self, query: Fingerprints, frame_threshold: int, face_threshold: int) -> list[tuple]:
         """(key, frame distance, face distance or None) for entries within either threshold, closest first."""
-        size = len(self._keys)
+        size = self._size
         if not size:
             return []
         frame_distance = np.full(size, 64, np.uint8)
@@ -106,7 +111,7 @@ class FingerprintIndex:
         results = []
         for row in rows:
             face = None if face_distance is None or face_distance[row] == 255 else int(face_distance[row])
-            results.append((self._keys[row], int(frame_distance[row]), face))
+            results.append((int(self._keys[row]), int(frame_distance[row]), face))
         return sorted(results, key=lambda hit: hit[1] + (hit[2] if hit[2] is not None else 64))
 
     def _reserve(self, size: int) -> None:
@@ -115,10 +120,11 @@ class FingerprintIndex:
             return
         capacity = max(size, 2 * capacity)
         frames = np.zeros((_VARIANTS, capacity), np.uint64)
-        frames[:, : len(self._keys)] = self._frames[:, : len(self._keys)]
+        frames[:, : self._size] = self._frames[:, : self._size]
         self._frames = frames
         self._faces = np.resize(self._faces, capacity)
         self._has_face = np.resize(self._has_face, capacity)
+        self._keys = np.resize(self._keys, capacity)
 
 
 class InMemoryRegistry:

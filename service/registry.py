@@ -105,24 +105,21 @@ class DatabaseRegistry:
             "index_bytes": self._index.nbytes(),
         }
 
-    def _refresh(self) -> None:
-        """Append rows that other processes (or this one) added since the last refresh."""
+    def _refresh(self, batch: int = 100_000) -> None:
+        """Append rows that other processes (or this one) added since the last refresh, in batches."""
+        columns = (RegisteredImage.id, RegisteredImage.payload, RegisteredImage.frame_hashes, RegisteredImage.face_hash)
         with self._lock, Session(self.engine) as session:
-            rows = session.exec(
-                select(
-                    RegisteredImage.id, RegisteredImage.payload, RegisteredImage.frame_hashes, RegisteredImage.face_hash
+            while rows := session.exec(
+                select(*columns).where(RegisteredImage.id > self._last_id).order_by(RegisteredImage.id).limit(batch)
+            ).all():
+                ids, payloads, frames, faces = zip(*rows, strict=True)
+                self._index.extend_arrays(
+                    np.array([_unsigned(payload) for payload in payloads], dtype=np.uint64),
+                    np.frombuffer(b"".join(frames), dtype=">u8").reshape(len(rows), _VARIANTS).T,
+                    np.array([_unsigned(face) if face is not None else 0 for face in faces], dtype=np.uint64),
+                    np.array([face is not None for face in faces]),
                 )
-                .where(RegisteredImage.id > self._last_id)
-                .order_by(RegisteredImage.id)
-            ).all()
-            if not rows:
-                return
-            ids, payloads, frames, faces = zip(*rows, strict=True)
-            frame_array = np.frombuffer(b"".join(frames), dtype=">u8").reshape(len(rows), _VARIANTS).T
-            has_face = np.array([face is not None for face in faces])
-            face_array = np.array([_unsigned(face) if face is not None else 0 for face in faces], dtype=np.uint64)
-            self._index.extend_arrays([_unsigned(p) for p in payloads], frame_array, face_array, has_face)
-            self._last_id = ids[-1]
+                self._last_id = ids[-1]
 
 
 @lru_cache(maxsize=4)

@@ -91,9 +91,12 @@ def embed_watermark(image: Image.Image, payload: int) -> Image.Image:
     delta *= _STRENGTH / (np.sqrt(np.mean(delta * delta)) + 1e-9)
     if working.size != rgb.size:
         delta = cv2.resize(delta, rgb.size, interpolation=cv2.INTER_LINEAR)
-        pixels = np.asarray(rgb, dtype=np.float32)
-    marked = np.clip(pixels + delta[..., None], 0, 255)
-    return Image.fromarray(np.rint(marked).astype(np.uint8), "RGB")
+    original = np.asarray(rgb)
+    marked = np.empty_like(original)
+    for top in range(0, original.shape[0], 512):  # in bands, so a 50 MP image needs no float copy of itself
+        band = original[top : top + 512].astype(np.float32) + delta[top : top + 512, :, None]
+        marked[top : top + 512] = np.clip(np.rint(band), 0, 255)
+    return Image.fromarray(marked, "RGB")
 
 
 def read_watermark(image: Image.Image) -> WatermarkReading:

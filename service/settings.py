@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     )
     signing_chain: Path | None = Field(None, description="PEM certificate chain that goes with signing_callback.")
 
+    face_backend: str = Field("dlib", pattern="^(dlib|insightface)$", description="Face analysis: dlib or insightface.")
+    insightface_pack: Path | None = Field(None, description="Directory of an insightface model pack (ONNX files).")
+    dlib_68_landmarks: bool = Field(
+        False, description="Use dlib's 68-point landmarks (their training data restricts commercial use)."
+    )
+
     max_upload_bytes: int = Field(25_000_000, ge=1, description="Largest accepted file, in bytes.")
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted decoded image, in pixels.")
 
@@ -50,6 +56,22 @@ class Settings(BaseSettings):
             signing_callback=self.signing_callback,
             signing_chain=self.signing_chain,
         )
+
+    def face_analyser(self):
+        """The configured face backend; insightface needs HEADSHOT_INSIGHTFACE_PACK."""
+        if self.face_backend == "insightface":
+            from scoring.insightface_backend import InsightFaceBackend
+
+            if self.insightface_pack is None:
+                from scoring.faces import FaceBackendError
+
+                raise FaceBackendError(
+                    "HEADSHOT_FACE_BACKEND=insightface needs HEADSHOT_INSIGHTFACE_PACK, the directory of a model pack"
+                )
+            return InsightFaceBackend(self.insightface_pack)
+        from scoring.faces import DlibBackend
+
+        return DlibBackend(use_68_landmarks=self.dlib_68_landmarks)
 
     def registry(self):
         """The soft-binding registry in the configured database (one per process and URL)."""

@@ -23,7 +23,7 @@ FRAMING_MAX_OVERFLOW = 0.12  # head (face box + forehead) outside the frame, as 
 SHARPNESS_MIN = 40.0  # variance of the Laplacian of the aligned grey face (real photos: >= 79)
 EXPOSURE_MAX_CLIPPED = 0.06  # share of face pixels at <= 3 or >= 252
 HIGHLIGHT_MIN_CONTRAST = 40.0  # grey levels a catch-light stands above its surroundings
-EYE_HIGHLIGHT_MAX_OFFSET = 0.7  # difference of highlight positions, in eye widths (real photos: <= 0.60)
+EYE_HIGHLIGHT_MAX_OFFSET = 0.45  # difference of highlight positions, in eye widths (real photos: <= 0.38)
 GEOMETRY_MAX_EYE_RATIO = 1.45  # wider eye / narrower eye (real photos: <= 1.17)
 GEOMETRY_NOSE_DROP = (0.45, 1.1)  # nose base below the eye line, in eye distances (real photos: 0.63-0.90)
 POSE_MAX_ROLL = 25.0  # degrees
@@ -210,7 +210,7 @@ def _highlight(view: FaceView, eye: str) -> tuple[float, float, float] | None:
     corners = view.landmarks[0:2] if eye == "right" else view.landmarks[2:4]
     centre = corners.mean(axis=0)
     eye_width = max(float(np.linalg.norm(corners[0] - corners[1])), 8.0)
-    half_w, half_h = 0.35 * eye_width, 0.25 * eye_width  # the iris region between the corners
+    half_w, half_h = 0.22 * eye_width, 0.2 * eye_width  # the iris: about 0.4 eye widths across
     x0, x1 = int(max(centre[0] - half_w, 0)), int(min(centre[0] + half_w, ALIGNED_SIZE))
     y0, y1 = int(max(centre[1] - half_h, 0)), int(min(centre[1] + half_h, ALIGNED_SIZE))
     patch = cv2.cvtColor(view.crop[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)

@@ -41,6 +41,7 @@ class Analysis:
     embedding: np.ndarray | None
     frame_hash: int
     face_hash: int | None
+    mirrored_face_hash: int | None  # a mirrored copy of a photo is still a copy
     view: checks.FaceView | None
 
 
@@ -87,7 +88,7 @@ def analyse(image: Image.Image, backend: FaceBackend) -> Analysis:
     faces = backend.detect(image)
     frame_hash = _phash(image)
     if not faces:
-        return Analysis(faces, None, frame_hash, None, None)
+        return Analysis(faces, None, frame_hash, None, None, None)
     main = faces[0]
     face_crop = backend.align(image, main, size=128, padding=0.25)
     return Analysis(
@@ -95,6 +96,7 @@ def analyse(image: Image.Image, backend: FaceBackend) -> Analysis:
         embedding=backend.embed(image, main),
         frame_hash=frame_hash,
         face_hash=_phash(face_crop),
+        mirrored_face_hash=_phash(face_crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
         view=checks.face_view(image, main),
     )
 
@@ -248,7 +250,8 @@ def _near_copy(analysis: Analysis, identity: Identity, backend: FaceBackend) -> 
         if (
             ref.face_hash is not None
             and analysis.face_hash is not None
-            and _hamming(ref.face_hash, analysis.face_hash) <= NEAR_COPY_FACE_PHASH
+            and min(_hamming(ref.face_hash, analysis.face_hash), _hamming(ref.mirrored_face_hash, analysis.face_hash))
+            <= NEAR_COPY_FACE_PHASH
             and embedding_distance(backend, ref.embedding, analysis.embedding) <= limit
         ):
             return reference.name

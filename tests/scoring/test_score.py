@@ -90,6 +90,8 @@ def test_near_copy_of_a_reference_is_flagged(identity):
     report = score_candidate("copy", copy, identity, BACKEND)
     assert report.likeness.near_copy_of == "img2.jpg"
     assert not report.passed
+    mirrored = score_candidate("mirror", copy.transpose(Image.Transpose.FLIP_LEFT_RIGHT), identity, BACKEND)
+    assert mirrored.likeness.near_copy_of == "img2.jpg"
     fresh = score_candidate("img7.jpg", _open("img7.jpg"), identity, BACKEND)
     assert fresh.likeness.near_copy_of is None
 

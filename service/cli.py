@@ -16,6 +16,8 @@ app = typer.Typer(
 )
 credentials_app = typer.Typer(help="This installation's C2PA signing credentials.", no_args_is_help=True)
 app.add_typer(credentials_app, name="credentials")
+models_app = typer.Typer(help="SDXL models: a tiny random one for tests and demos.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 registry_app = typer.Typer(help="The registry of disclosed images (watermarks and fingerprints).", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 
@@ -302,6 +304,223 @@ def _print_reports(reports, failures, identity) -> None:
     for failure in failures:
         console.print(f"[red]error[/red] {failure['file']}: {failure['error']}", highlight=False)
     console.print(reports[0].notes[0] if reports else "", highlight=False)
+
+
+@models_app.command("tiny")
+def models_tiny(directory: Annotated[Path, typer.Argument(help="Where to write the model.")]) -> None:
+    """Write a tiny, randomly initialised SDXL-architecture model. It produces noise: for tests and demos only."""
+    from generation.tiny import write_tiny_model
+
+    write_tiny_model(directory)
+    console.print(
+        f"wrote a tiny random SDXL model to {directory} (and {directory / 'tiny-sdxl.safetensors'}); "
+        "it produces noise, not faces: use it to try the pipeline, not to make headshots",
+        highlight=False,
+    )
+
+
+ModelOption = Annotated[Path | None, typer.Option("--model", help="SDXL diffusers folder or .safetensors file.")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="Diffusers config folder for a single file.")]
+ReferenceOption = Annotated[list[Path], typer.Option("--reference", help="A photo of the person (repeat).")]
+LicensedOption = Annotated[
+    list[Path] | None, typer.Option("--licensed", help="A reference whose credentials forbid training, licensed.")
+]
+LicenceNoteOption = Annotated[str | None, typer.Option("--licence-note", help="The licence for --licensed photos.")]
+
+
+@app.command()
+def train(
+    reference: ReferenceOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the LoRA and its checkpoints.")],
+    model: ModelOption = None,
+    config: ConfigOption = None,
+    steps: Annotated[int, typer.Option(min=1)] = 400,
+    rank: Annotated[int, typer.Option(min=1)] = 16,
+    alpha: Annotated[int, typer.Option(min=1)] = 16,
+    learning_rate: Annotated[float, typer.Option("--lr", min=0)] = 1e-4,
+    resolution: Annotated[int, typer.Option(min=32)] = 1024,
+    seed: int = 0,
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
+    licensed: LicensedOption = None,
+    licence_note: LicenceNoteOption = None,
+) -> None:
+    """Train an identity LoRA from the reference photos (resumes from the last checkpoint in --out)."""
+    from generation.pack import PackError, accept_references
+    from generation.training import TrainingConfig, train_identity_lora
+
+    settings = _settings()
+    training = TrainingConfig(steps, rank, alpha, learning_rate, resolution, seed, checkpoint_every=checkpoint_every)
+    loaded = _load_model(settings, model, config)
+    try:
+        _, decisions, accepted = accept_references(
+            _reference_inputs(reference, licensed, licence_note, settings),
+            _pack_provenance(settings),
+            settings.face_analyser(),
+        )
+    except PackError as exc:
+        _fail(str(exc))
+    _print_decisions(decisions)
+    with _training_progress(steps) as on_step:
+        result = train_identity_lora(loaded.pipeline, [image for _, image in accepted], out, training, on_step)
+    console.print(
+        f"LoRA {result.lora_path} (sha256 {result.lora_sha256}), loss {result.losses[0]:.4f} -> "
+        f"{result.losses[-1]:.4f}" + (f", resumed from step {result.resumed_from}" if result.resumed_from else ""),
+        highlight=False,
+    )
+
+
+@app.command()
+def pack(
+    reference: ReferenceOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the pack.")],
+    model: ModelOption = None,
+    config: ConfigOption = None,
+    styles: Annotated[str | None, typer.Option(help="Comma-separated preset names (default: all).")] = None,
+    count: Annotated[int, typer.Option(help="Images per style.", min=1)] = 4,
+    steps: Annotated[int, typer.Option(help="Training steps.", min=1)] = 400,
+    inference_steps: Annotated[int, typer.Option(help="Denoising steps per image.", min=1)] = 30,
+    size: Annotated[int, typer.Option(help="Image size in px.", min=32)] = 1024,
+    seed: int = 0,
+    top: Annotated[int, typer.Option(help="How many images to keep.", min=1)] = 10,
+    licensed: LicensedOption = None,
+    licence_note: LicenceNoteOption = None,
+) -> None:
+    """Train, render, score and disclose a headshot pack: images, LoRA, report.json and index.html in --out."""
+    _run_pack(
+        reference, out, model, config, styles, count, steps, inference_steps, size, seed, top, licensed, licence_note
+    )
+
+
+@app.command()
+def generate(
+    reference: ReferenceOption,
+    lora: Annotated[Path, typer.Option("--lora", help="Folder of a LoRA made by `headshot train`.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the images, report.json and index.html.")],
+    model: ModelOption = None,
+    config: ConfigOption = None,
+    styles: Annotated[str | None, typer.Option(help="Comma-separated preset names (default: all).")] = None,
+    count: Annotated[int, typer.Option(help="Images per style.", min=1)] = 4,
+    steps: Annotated[int, typer.Option(help="Denoising steps per image.", min=1)] = 30,
+    size: Annotated[int, typer.Option(help="Image size in px.", min=32)] = 1024,
+    seed: int = 0,
+    top: Annotated[int, typer.Option(help="How many images to keep.", min=1)] = 10,
+) -> None:
+    """Render, score and disclose headshots with a trained LoRA (the reference photos become ingredients)."""
+    _run_pack(reference, out, model, config, styles, count, 1, steps, size, seed, top, None, None, trained_lora=lora)
+
+
+def _run_pack(
+    reference,
+    out,
+    model,
+    config,
+    styles,
+    count,
+    steps,
+    inference_steps,
+    size,
+    seed,
+    top,
+    licensed,
+    licence_note,
+    trained_lora=None,
+) -> None:
+    from rich.progress import Progress
+
+    from generation.pack import PackError, PackSettings, make_pack
+    from generation.presets import PresetError, load_presets, select_presets
+    from generation.training import TrainingConfig
+
+    settings = _settings()
+    try:
+        presets = select_presets(load_presets(settings.presets_file), styles.split(",") if styles else None)
+    except PresetError as exc:
+        _fail(str(exc))
+    loaded = _load_model(settings, model, config)
+    pack_settings = PackSettings(
+        presets, count, inference_steps, size, seed, top, TrainingConfig(steps=steps, resolution=size, seed=seed)
+    )
+    with Progress(console=errors, transient=True) as bar:
+        training_task = bar.add_task("training", total=steps, visible=trained_lora is None)
+        render_task = bar.add_task("rendering", total=count * len(presets))
+        try:
+            report = make_pack(
+                loaded,
+                _reference_inputs(reference, licensed, licence_note, settings),
+                out,
+                pack_settings,
+                _pack_provenance(settings),
+                settings.face_analyser(),
+                on_training=lambda p: bar.update(
+                    training_task, completed=p.step, description=f"training loss {p.loss:.4f}"
+                ),
+                on_image=lambda done, total: bar.update(render_task, completed=done),
+                trained_lora=trained_lora,
+            )
+        except PackError as exc:
+            _fail(str(exc))
+    _print_decisions(report["references"])
+    kept = [image for image in report["images"] if image["kept"]]
+    console.print(
+        f"{out}: {len(report['images'])} disclosed images, {len(kept)} kept "
+        f"({sum(image['passed'] for image in kept)} passing the quality gate); report.json and index.html written",
+        highlight=False,
+    )
+
+
+def _load_model(settings, model: Path | None, config: Path | None):
+    from generation.models import ModelError
+
+    try:
+        return settings.load_sdxl(model, config)
+    except ModelError as exc:
+        _fail(str(exc))
+
+
+def _reference_inputs(paths: list[Path], licensed: list[Path] | None, note: str | None, settings):
+    from generation.pack import ReferenceInput
+    from provenance import ImageInputError
+    from provenance.images import read_file
+
+    licensed = {path.resolve() for path in licensed or []}
+    if licensed and not note:
+        _fail("--licensed needs --licence-note TEXT saying under which licence the photos are used")
+    inputs = []
+    for path in paths:
+        try:
+            data = read_file(path, settings.image_limits)
+        except ImageInputError as exc:
+            _fail(f"reference {path}: {exc}")
+        inputs.append(ReferenceInput(str(path), data, note if path.resolve() in licensed else None))
+    return inputs
+
+
+def _pack_provenance(settings):
+    from generation.pack import Provenance
+
+    return Provenance(
+        settings.credentials.signing_identity(), settings.registry(), settings.trust(), settings.image_limits
+    )
+
+
+def _print_decisions(decisions: list[dict]) -> None:
+    for decision in decisions:
+        mark = "accepted" if decision["accepted"] else "[red]rejected[/red]"
+        console.print(f"reference {decision['name']}: {mark} ({decision['reason']})", highlight=False)
+
+
+def _training_progress(total: int):
+    from contextlib import contextmanager
+
+    from rich.progress import Progress
+
+    @contextmanager
+    def progress():
+        with Progress(console=errors, transient=True) as bar:
+            task = bar.add_task("training", total=total)
+            yield lambda p: bar.update(task, completed=p.step, description=f"training loss {p.loss:.4f}")
+
+    return progress()
 
 
 @registry_app.command("stats")

@@ -31,6 +31,19 @@ class Settings(BaseSettings):
         False, description="Use dlib's 68-point landmarks (their training data restricts commercial use)."
     )
 
+    sdxl_model: Path | None = Field(None, description="SDXL weights: a diffusers folder or a single .safetensors.")
+    sdxl_config: Path | None = Field(None, description="Local diffusers config folder for a single-file checkpoint.")
+    device: str | None = Field(None, description="cuda, cuda:N or cpu; default: CUDA when available.")
+    dtype: str | None = Field(
+        None, description="bfloat16, float16 or float32; default: bf16/fp16 on CUDA, fp32 on CPU."
+    )
+    vae_tiling: bool = Field(False, description="Decode the VAE in tiles (less GPU memory).")
+    vae_slicing: bool = Field(False, description="Decode a batch one image at a time (less GPU memory).")
+    cpu_offload: bool = Field(
+        False, description="Keep idle sub-models on the CPU (CUDA only; slower, far less memory)."
+    )
+    presets_file: Path | None = Field(None, description="TOML file of extra or overriding style presets.")
+
     max_upload_bytes: int = Field(25_000_000, ge=1, description="Largest accepted file, in bytes.")
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted decoded image, in pixels.")
 
@@ -72,6 +85,27 @@ class Settings(BaseSettings):
         from scoring.faces import DlibBackend
 
         return DlibBackend(use_68_landmarks=self.dlib_68_landmarks)
+
+    def load_sdxl(self, model: Path | None = None, config: Path | None = None):
+        """Load the SDXL model given on the command line, or HEADSHOT_SDXL_MODEL."""
+        from generation.models import MemoryOptions, ModelError, load_model
+
+        path = model or self.sdxl_model
+        if path is None:
+            raise ModelError(
+                "no SDXL model configured: pass --model DIR or set HEADSHOT_SDXL_MODEL to a local diffusers folder "
+                "or .safetensors file (`headshot models tiny DIR` writes a tiny random one for trying things out)"
+            )
+        return load_model(
+            path,
+            config=config or self.sdxl_config,
+            device=self.device,
+            dtype=self.dtype,
+            memory=MemoryOptions(
+                vae_tiling=self.vae_tiling, vae_slicing=self.vae_slicing, cpu_offload=self.cpu_offload
+            ),
+            cache_dir=self.data_dir / "cache",
+        )
 
     def registry(self):
         """The soft-binding registry in the configured database (one per process and URL)."""

@@ -1,0 +1,297 @@
+"""The pack pipeline: reference photos in; a LoRA, disclosed and scored headshots, report.json and index.html out.
+
+references (original bytes) -> training permission (their own credentials) -> scoring's reference check
+-> identity LoRA -> render N per style -> score -> disclose every image -> top k -> report + contact sheet
+"""
+
+import datetime as dt
+import html
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from generation.permissions import training_permission
+from generation.presets import StylePreset
+from generation.render import RenderedImage, render
+from generation.training import TrainingConfig, TrainingProgress, smoothed, train_identity_lora, use_saved_lora
+
+
+class PackError(ValueError):
+    """The pack cannot be made from these inputs; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ReferenceInput:
+    name: str
+    data: bytes  # the original bytes, before any re-encoding
+    licence_note: str | None = None
+
+
+@dataclass(frozen=True)
+class PackSettings:
+    styles: Sequence[StylePreset]
+    count: int = 4
+    inference_steps: int = 30
+    size: int = 1024
+    seed: int = 0
+    top_k: int = 10
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+@dataclass
+class Provenance:
+    """What disclosure needs, composed by the caller (service/CLI): signing identity, registry, trust, limits."""
+
+    signing_identity: object
+    registry: object
+    trust: object
+    limits: object
+
+
+def accept_references(references: Sequence[ReferenceInput], provenance: Provenance, backend):
+    """Check each photo's training permission, then scoring's reference checks. Returns (identity, decisions)."""
+    from provenance import ImageInputError
+    from provenance.images import decode_image
+    from scoring.score import ScoringError, build_identity
+
+    decisions, usable = [], []
+    for reference in references:
+        decision = {"name": reference.name, "sha256": _sha256(reference.data)}
+        try:
+            permission = training_permission(reference.data, provenance.trust, reference.licence_note)
+            image = decode_image(reference.data, provenance.limits)
+        except ImageInputError as exc:
+            decisions.append({**decision, "accepted": False, "reason": f"cannot be read: {exc}"})
+            continue
+        decision.update(training_permission=permission.reason, licence_note=permission.licence_note)
+        if not permission.allowed:
+            decisions.append({**decision, "accepted": False, "reason": permission.reason})
+            continue
+        usable.append((reference, image))
+        decisions.append(decision)
+    if not usable:
+        raise PackError(
+            "no reference photo may be used: " + "; ".join(f"{d['name']}: {d['reason']}" for d in decisions)
+        )
+    try:
+        identity = build_identity([(reference.name, image) for reference, image in usable], backend)
+    except ScoringError as exc:
+        raise PackError(str(exc)) from None
+    verdicts = {reference.name: reference for reference in identity.references}
+    for decision in decisions:
+        if "accepted" not in decision:
+            reference = verdicts[decision["name"]]
+            decision.update(accepted=reference.accepted, reason=reference.reason)
+    images = {reference.name: image for reference, image in usable}
+    accepted = [(reference, images[reference.name]) for reference, _ in usable if verdicts[reference.name].accepted]
+    return identity, decisions, accepted
+
+
+def make_pack(
+    model,
+    references: Sequence[ReferenceInput],
+    out_dir: Path,
+    settings: PackSettings,
+    provenance: Provenance,
+    backend,
+    on_training: Callable[[TrainingProgress], None] | None = None,
+    on_image: Callable[[int, int], None] | None = None,
+    trained_lora: Path | None = None,
+) -> dict:
+    """Train (unless `trained_lora` is given), render, score and disclose a pack into `out_dir`.
+
+    Returns the report, also written to report.json next to index.html.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    identity, decisions, accepted = accept_references(references, provenance, backend)
+
+    if trained_lora is None:
+        lora_dir = out_dir / "lora"
+        training = train_identity_lora(
+            model.pipeline, [image for _, image in accepted], lora_dir, settings.training, progress=on_training
+        )
+        if training.lora_path is None:
+            raise PackError(f"training stopped at step {training.steps_done}; run again to resume from the checkpoint")
+    else:
+        lora_dir = Path(trained_lora)
+        training = _existing_training(lora_dir)
+    use_saved_lora(model.pipeline, lora_dir)
+    model_hashes = {"sdxl-base": model.sha256, "identity-lora": training.lora_sha256}
+
+    rendered = render(
+        model.pipeline,
+        settings.styles,
+        settings.training.subject,
+        settings.count,
+        seed=settings.seed,
+        steps=settings.inference_steps,
+        size=settings.size,
+        progress=on_image,
+    )
+    images = _score_and_disclose(
+        rendered, identity, backend, accepted, model, model_hashes, out_dir, settings, provenance
+    )
+    report = {
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "references": decisions,
+        "identity": {"backend": identity.backend, "accepted": len(identity.accepted), "spread": identity.spread},
+        "model": {
+            "source": str(model.source),
+            "sha256": model.sha256,
+            "device": model.device,
+            "dtype": model.dtype_name,
+        },
+        "lora": {"file": str(training.lora_path), "sha256": training.lora_sha256},
+        "training": {
+            "config": asdict(settings.training),
+            "loss": training.losses,
+            "loss_smoothed": smoothed(training.losses),
+            "resumed_from": training.resumed_from,
+        },
+        "images": images,
+        "top_k": [image["file"] for image in images if image["kept"]],
+        "notes": ["Hands were not checked: no hand model is available offline."],
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "index.html").write_text(contact_sheet(report))
+    return report
+
+
+def _existing_training(lora_dir: Path):
+    """The record of a LoRA trained earlier (`headshot train`)."""
+    from generation.training import LORA_FILE, TrainingResult, file_sha256
+
+    path = lora_dir / LORA_FILE
+    if not path.exists():
+        raise PackError(f"no {LORA_FILE} in {lora_dir}; train one with `headshot train --out {lora_dir}`")
+    try:
+        record = json.loads((lora_dir / "training.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    return TrainingResult(
+        path, file_sha256(path), len(record.get("losses", [])), record.get("losses", []), record.get("resumed_from", 0)
+    )
+
+
+def _score_and_disclose(
+    rendered: list[RenderedImage], identity, backend, accepted, model, model_hashes, out_dir, settings, provenance
+) -> list[dict]:
+    from provenance import disclose_image, verify_image
+    from scoring.score import score_candidate, select_top
+
+    names = [f"{image.style}-{image.seed}.png" for image in rendered]
+    reports = select_top(
+        [
+            score_candidate(name, image.pixels, identity, backend, style=image.style)
+            for name, image in zip(names, rendered, strict=True)
+        ],
+        settings.top_k,
+    )
+    by_name = {report.file: report for report in reports}
+    generator = f"Stable Diffusion XL ({model.source.name}) with an identity LoRA"
+    images_dir = out_dir / "images"
+    images_dir.mkdir(exist_ok=True)
+    entries = []
+    for name, image in zip(names, rendered, strict=True):
+        buffer = io.BytesIO()
+        image.pixels.save(buffer, "PNG")
+        disclosure = disclose_image(
+            buffer.getvalue(),
+            provenance.signing_identity,
+            provenance.registry,
+            references=[reference.data for reference, _ in accepted],
+            generator=generator,
+            model_hashes=model_hashes,
+            limits=provenance.limits,
+        )
+        path = images_dir / name
+        _write_atomically(path, disclosure.data)
+        verdict = verify_image(disclosure.data, provenance.trust, provenance.limits)
+        report = by_name[name]
+        entries.append(
+            {
+                "file": str(path.relative_to(out_dir)),
+                "style": image.style,
+                "seed": image.seed,
+                "parameters": image.parameters,
+                "score": report.score,
+                "rank": report.rank,
+                "kept": report.kept,
+                "passed": report.passed,
+                "duplicate_of": report.duplicate_of,
+                "likeness": asdict(report.likeness) if report.likeness else None,
+                "checks": [asdict(check) for check in report.checks],
+                "label": verdict.label,
+                "manifest_label": disclosure.manifest_label,
+                "watermarked": disclosure.watermarked,
+            }
+        )
+    return sorted(entries, key=lambda entry: entry["rank"])
+
+
+def contact_sheet(report: dict) -> str:
+    """index.html: every image with its scores and labels, kept ones first."""
+    cards = []
+    for image in report["images"]:
+        likeness = image["likeness"]
+        failed = [check["name"] for check in image["checks"] if not check["passed"]]
+        status = "kept" if image["kept"] else "not kept"
+        if image["kept"] and not image["passed"]:
+            status = "kept, does not pass"
+        likeness_text = f"{likeness['band']} ({likeness['confidence']:.2f})" if likeness else "no face"
+        cards.append(
+            f"""<figure class="{"kept" if image["kept"] else "dropped"}">
+  <img src="{html.escape(image["file"])}" alt="{html.escape(image["style"])} seed {image["seed"]}">
+  <figcaption><b>#{image["rank"]} {html.escape(image["style"])}</b> seed {image["seed"]}<br>
+  score {image["score"]:.1f} · {status}<br>
+  likeness: {html.escape(likeness_text)}<br>
+  failed checks: {html.escape(", ".join(failed)) or "none"}<br>
+  verify: <code>{html.escape(image["label"])}</code></figcaption>
+</figure>"""
+        )
+    references = "".join(
+        f"<li>{html.escape(r['name'])}: {'accepted' if r['accepted'] else 'rejected'} ({html.escape(r['reason'])})</li>"
+        for r in report["references"]
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>headshot pack</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 1rem; }}
+figure {{ margin: 0; border: 2px solid #ccc; padding: .5rem; }}
+figure.kept {{ border-color: #2a7; }}
+figure img {{ width: 100%; image-rendering: auto; }}
+figcaption {{ font-size: .85rem; }}
+</style></head><body>
+<h1>Headshot pack</h1>
+<p>Every image here is AI-generated and carries Content Credentials that say so, an invisible watermark
+and a fingerprint in the registry. {len(report["top_k"])} kept of {len(report["images"])}.
+Hands were not checked.</p>
+<p>Base model <code>{report["model"]["sha256"][:16]}…</code>,
+identity LoRA <code>{report["lora"]["sha256"][:16]}…</code>,
+final training loss (smoothed) {report["training"]["loss_smoothed"][-1]:.4f}.</p>
+<h2>Reference photos</h2><ul>{references}</ul>
+<h2>Images</h2><div class="grid">
+{chr(10).join(cards)}
+</div></body></html>
+"""
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

@@ -1,0 +1,73 @@
+"""Rendering headshots: N images per style preset, batched, each with its seed and every parameter recorded.
+
+Rendered pixels stay in memory: the only way to a file is `generation.pack`, which scores and then
+discloses each image through `provenance` (watermark, registry, signed Content Credentials).
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from generation.presets import StylePreset
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    style: str
+    seed: int
+    parameters: dict
+    pixels: Image.Image  # not to be saved as such: see the module docstring
+
+
+def seed_for(base_seed: int, style_index: int, image_index: int) -> int:
+    return base_seed + 1000 * style_index + image_index
+
+
+def render(
+    pipeline,
+    presets: Sequence[StylePreset],
+    subject: str,
+    count: int,
+    seed: int = 0,
+    steps: int = 30,
+    size: int = 1024,
+    batch_size: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[RenderedImage]:
+    """`count` images per preset; image i of preset j uses seed `seed + 1000 j + i`, so results are reproducible."""
+    import torch
+
+    pipeline.set_progress_bar_config(disable=True)
+    jobs = [(j, preset, seed_for(seed, j, i)) for j, preset in enumerate(presets) for i in range(count)]
+    rendered: list[RenderedImage] = []
+    for start in range(0, len(jobs), batch_size):
+        batch = jobs[start : start + batch_size]
+        by_preset: dict[str, list] = {}
+        for job in batch:
+            by_preset.setdefault(job[1].name, []).append(job)
+        for group in by_preset.values():
+            preset = group[0][1]
+            seeds = [job[2] for job in group]
+            parameters = {
+                "prompt": preset.render(subject),
+                "negative_prompt": preset.negative_prompt,
+                "guidance_scale": preset.guidance_scale,
+                "num_inference_steps": steps,
+                "width": size,
+                "height": size,
+            }
+            generators = [torch.Generator(device="cpu").manual_seed(value) for value in seeds]
+            output = pipeline(
+                prompt=[parameters["prompt"]] * len(group),
+                negative_prompt=[parameters["negative_prompt"]] * len(group),
+                generator=generators,
+                output_type="pil",
+                **{key: parameters[key] for key in ("guidance_scale", "num_inference_steps", "width", "height")},
+            )
+            for value, image in zip(seeds, output.images, strict=True):
+                rendered.append(RenderedImage(preset.name, value, {**parameters, "seed": value}, image))
+        if progress:
+            progress(len(rendered), len(jobs))
+    order = {(job[1].name, job[2]): position for position, job in enumerate(jobs)}
+    return sorted(rendered, key=lambda image: order[(image.style, image.seed)])

@@ -1,0 +1,230 @@
+"""Identity training, presets, rendering and the whole pack, on the tiny random SDXL (CPU, or CUDA in bf16)."""
+
+import io
+import json
+
+import c2pa
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+from generation.models import load_model
+from generation.pack import PackSettings, Provenance, ReferenceInput, accept_references, make_pack
+from generation.presets import PresetError, load_presets, select_presets
+from generation.render import render
+from generation.training import LORA_FILE, TrainingConfig, TrainingStopped, train_identity_lora, use_saved_lora
+from provenance import ImageLimits, verify_image
+from provenance.registry import InMemoryRegistry
+from scoring.faces import DlibBackend
+from service.cli import app
+from tests.conftest import FACES
+
+PHOTOS = ["img1.jpg", "img2.jpg", "img4.jpg", "img5.jpg", "img6.jpg"]  # one person
+FAST = TrainingConfig(steps=8, rank=4, alpha=8, learning_rate=1e-3, resolution=64, seed=3, checkpoint_every=4)
+
+
+def _photos() -> list[Image.Image]:
+    return [Image.open(FACES / name).convert("RGB") for name in PHOTOS]
+
+
+@pytest.fixture
+def model(tiny_model):
+    return load_model(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def provenance(store):
+    return Provenance(store.signing_identity(), InMemoryRegistry(), store.trust_anchors(), ImageLimits())
+
+
+def test_training_resumes_to_the_same_lora(model, tiny_model, tmp_path):
+    straight = train_identity_lora(model.pipeline, _photos(), tmp_path / "straight", FAST)
+    assert straight.steps_done == 8 and len(straight.losses) == 8
+
+    def stop_at_five(progress):
+        if progress.step == 5:
+            raise TrainingStopped
+
+    interrupted = train_identity_lora(
+        load_model(tiny_model).pipeline, _photos(), tmp_path / "resumed", FAST, stop_at_five
+    )
+    assert interrupted.lora_path is None and interrupted.steps_done == 5
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["step-000004", "step-000005"]
+    resumed = train_identity_lora(load_model(tiny_model).pipeline, _photos(), tmp_path / "resumed", FAST)
+    assert resumed.resumed_from == 5
+    assert resumed.losses == pytest.approx(straight.losses, rel=1e-5)
+    first, second = load_file(straight.lora_path), load_file(resumed.lora_path)
+    assert first.keys() == second.keys() and len(first) > 0
+    for key in first:
+        np.testing.assert_allclose(first[key], second[key], rtol=1e-4, atol=1e-6)
+
+
+def test_lora_round_trip_in_a_fresh_pipeline(model, tiny_model, tmp_path):
+    config = TrainingConfig(steps=30, rank=4, alpha=8, learning_rate=1e-2, resolution=64, checkpoint_every=30)
+    result = train_identity_lora(model.pipeline, _photos(), tmp_path / "lora", config)
+    assert result.lora_path.name == LORA_FILE and len(result.lora_sha256) == 64
+    trained = _image(model.pipeline)
+
+    fresh = load_model(tiny_model).pipeline
+    without = _image(fresh)
+    use_saved_lora(fresh, tmp_path / "lora")
+    with_lora = _image(fresh)
+    assert np.abs(with_lora - without).max() > 1.0  # the LoRA changes the output ...
+    np.testing.assert_allclose(with_lora, trained, atol=2.0)  # ... exactly as trained: alpha/rank kept
+    metadata = json.loads(
+        __import__("safetensors").safe_open(result.lora_path, "np").metadata()["lora_adapter_metadata"]
+    )
+    assert metadata["unet.r"] == 4 and metadata["unet.lora_alpha"] == 8
+
+
+def _image(pipeline) -> np.ndarray:
+    presets = select_presets(load_presets(), ["corporate-grey"])
+    return np.asarray(render(pipeline, presets, "hsk person", 1, seed=5, steps=2, size=64)[0].pixels, dtype=np.float32)
+
+
+def test_presets(tmp_path):
+    presets = load_presets()
+    assert {"corporate-grey", "outdoor-natural", "modern-office", "black-white-studio", "casual-creative"} <= set(
+        presets
+    )
+    assert "hsk person" in presets["corporate-grey"].render("hsk person")
+    own = tmp_path / "mine.toml"
+    own.write_text('[corporate-grey]\nprompt = "my grey {subject}"\n\n[linkedin-blue]\nprompt = "blue {subject}"\n')
+    merged = load_presets(own)
+    assert merged["corporate-grey"].prompt == "my grey {subject}"
+    assert merged["linkedin-blue"].render("x") == "blue x"
+    assert [p.name for p in select_presets(merged, ["linkedin-blue"])] == ["linkedin-blue"]
+    with pytest.raises(PresetError, match="unknown style nope; available:"):
+        select_presets(merged, ["nope"])
+    own.write_text('[broken]\nprompt = "no subject here"\n')
+    with pytest.raises(PresetError, match=r"must contain \{subject\}"):
+        load_presets(own)
+    own.write_text("not toml [")
+    with pytest.raises(PresetError, match="not valid TOML"):
+        load_presets(own)
+
+
+def test_rendering_is_deterministic(model):
+    presets = select_presets(load_presets(), ["corporate-grey", "outdoor-natural"])
+    first = render(model.pipeline, presets, "hsk person", 2, seed=9, steps=2, size=64, batch_size=3)
+    second = render(model.pipeline, presets, "hsk person", 2, seed=9, steps=2, size=64, batch_size=1)
+    assert [(image.style, image.seed) for image in first] == [
+        ("corporate-grey", 9),
+        ("corporate-grey", 10),
+        ("outdoor-natural", 1009),
+        ("outdoor-natural", 1010),
+    ]
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_allclose(np.asarray(a.pixels, float), np.asarray(b.pixels, float), atol=2)
+        assert a.parameters["seed"] == a.seed and a.parameters["num_inference_steps"] == 2
+    assert np.abs(np.asarray(first[0].pixels, float) - np.asarray(first[1].pixels, float)).max() > 10
+
+
+def _photo_forbidding_training(store) -> bytes:
+    """A camera photo whose own Content Credentials say: not for AI training."""
+    manifest = {
+        "claim_generator_info": [{"name": "test camera"}],
+        "assertions": [
+            {
+                "label": "c2pa.actions.v2",
+                "data": {
+                    "actions": [
+                        {
+                            "action": "c2pa.created",
+                            "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture",
+                        }
+                    ]
+                },
+            },
+            {"label": "c2pa.training-mining", "data": {"entries": {"c2pa.ai_training": {"use": "notAllowed"}}}},
+        ],
+    }
+    signed = io.BytesIO()
+    source = io.BytesIO((FACES / "img7.jpg").read_bytes())
+    c2pa.Builder(manifest).sign(store.signing_identity().c2pa_signer(), "image/jpeg", source, signed)
+    return signed.getvalue()
+
+
+def test_do_not_train_photos_are_refused_unless_licensed(store, provenance):
+    protected = _photo_forbidding_training(store)
+    references = [
+        ReferenceInput("mine.jpg", (FACES / "img1.jpg").read_bytes()),
+        ReferenceInput("theirs.jpg", protected),
+    ]
+    _, decisions, accepted = accept_references(references, provenance, DlibBackend())
+    by_name = {decision["name"]: decision for decision in decisions}
+    assert not by_name["theirs.jpg"]["accepted"]
+    assert "forbid AI training (c2pa.ai_training)" in by_name["theirs.jpg"]["reason"]
+    assert "--licensed" in by_name["theirs.jpg"]["reason"]
+    assert [reference.name for reference, _ in accepted] == ["mine.jpg"]
+
+    licensed = [
+        references[0],
+        ReferenceInput("theirs.jpg", protected, licence_note="licence #42 from the photographer"),
+    ]
+    _, decisions, accepted = accept_references(licensed, provenance, DlibBackend())
+    theirs = next(decision for decision in decisions if decision["name"] == "theirs.jpg")
+    assert theirs["accepted"] and theirs["licence_note"] == "licence #42 from the photographer"
+    assert "used under a recorded licence" in theirs["training_permission"]
+    assert len(accepted) == 2
+
+
+def test_pack_end_to_end(model, provenance, tmp_path):
+    references = [ReferenceInput(name, (FACES / name).read_bytes()) for name in PHOTOS]
+    references.append(ReferenceInput("group.jpg", (FACES / "couple.jpg").read_bytes()))
+    settings = PackSettings(
+        select_presets(load_presets(), ["corporate-grey", "black-white-studio"]),
+        count=2,
+        inference_steps=2,
+        size=64,
+        seed=1,
+        top_k=3,
+        training=TrainingConfig(steps=6, rank=4, alpha=4, resolution=64, checkpoint_every=3),
+    )
+    steps = []
+    report = make_pack(
+        model, references, tmp_path / "pack", settings, provenance, DlibBackend(), on_training=steps.append
+    )
+    assert [p.step for p in steps] == [1, 2, 3, 4, 5, 6] and all(p.eta_seconds >= 0 for p in steps)
+    saved = json.loads((tmp_path / "pack" / "report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    decisions = {decision["name"]: decision for decision in report["references"]}
+    assert not decisions["group.jpg"]["accepted"] and decisions["group.jpg"]["reason"].startswith("2 faces")
+    assert report["lora"]["sha256"] and report["model"]["sha256"] == model.sha256
+    assert len(report["training"]["loss"]) == 6
+    assert len(report["images"]) == 4 and len(report["top_k"]) == 3
+    reference_hashes = sorted(decisions[name]["sha256"] for name in PHOTOS)
+
+    for image in report["images"]:
+        assert {"file", "style", "seed", "parameters", "score", "checks", "label", "kept"} <= set(image)
+        data = (tmp_path / "pack" / image["file"]).read_bytes()
+        verdict = verify_image(data, provenance.trust)
+        assert verdict.label == image["label"] == "ai_verified"
+        assert sorted(i["sha256"] for i in verdict.c2pa.ingredients) == reference_hashes
+        with c2pa.Reader("image/png", io.BytesIO(data)) as reader:
+            actions = next(a for a in reader.get_active_manifest()["assertions"] if a["label"] == "c2pa.actions.v2")
+        hashes = actions["data"]["actions"][0]["parameters"]["model_hashes"]
+        assert hashes == {"sdxl-base": model.sha256, "identity-lora": report["lora"]["sha256"]}
+    sheet = (tmp_path / "pack" / "index.html").read_text()
+    assert all(image["file"] in sheet for image in report["images"]) and "Hands were not checked" in sheet
+    assert not any(path.suffix == ".png" for path in (tmp_path / "pack").iterdir())  # images only under images/
+
+
+def test_pack_needs_a_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSHOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("HEADSHOT_SDXL_MODEL", raising=False)
+    result = CliRunner().invoke(app, ["pack", "--reference", str(FACES / "img1.jpg"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "no SDXL model configured" in result.output
+    result = CliRunner().invoke(
+        app, ["pack", "--model", str(tmp_path / "nowhere"), "--reference", str(FACES / "img1.jpg"), "--out", "o"]
+    )
+    assert result.exit_code == 1 and "nowhere" in result.output
+
+
+def test_tiny_model_command(tmp_path):
+    result = CliRunner().invoke(app, ["models", "tiny", str(tmp_path / "tiny")])
+    assert result.exit_code == 0 and "produces noise" in result.output
+    assert "noise" in (tmp_path / "tiny" / "README.md").read_text()

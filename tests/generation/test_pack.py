@@ -228,3 +228,60 @@ def test_tiny_model_command(tmp_path):
     result = CliRunner().invoke(app, ["models", "tiny", str(tmp_path / "tiny")])
     assert result.exit_code == 0 and "produces noise" in result.output
     assert "noise" in (tmp_path / "tiny" / "README.md").read_text()
+
+
+def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSHOT_DATA_DIR", str(tmp_path / "data"))
+    references = [arg for name in PHOTOS[:3] for arg in ("--reference", str(FACES / name))]
+    trained = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(tmp_path / "lora"),
+            "--steps",
+            "4",
+            "--rank",
+            "4",
+            "--resolution",
+            "64",
+            *references,
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    assert "LoRA" in trained.output and (tmp_path / "lora" / LORA_FILE).exists()
+    generated = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--model",
+            str(tiny_model),
+            "--lora",
+            str(tmp_path / "lora"),
+            "--out",
+            str(tmp_path / "out"),
+            "--styles",
+            "modern-office",
+            "--count",
+            "2",
+            "--steps",
+            "2",
+            "--size",
+            "64",
+            "--top",
+            "1",
+            *references,
+        ],
+    )
+    assert generated.exit_code == 0, generated.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [image["style"] for image in report["images"]] == ["modern-office"] * 2
+    assert len(report["top_k"]) == 1
+    assert all(image["label"] == "ai_verified" for image in report["images"])
+    missing = CliRunner().invoke(
+        app,
+        ["generate", "--model", str(tiny_model), "--lora", str(tmp_path), "--out", str(tmp_path / "x"), *references],
+    )
+    assert missing.exit_code == 1 and "headshot train" in missing.output

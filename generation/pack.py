@@ -111,7 +111,12 @@ def make_pack(
     if trained_lora is None:
         lora_dir = out_dir / "lora"
         training = train_identity_lora(
-            model.pipeline, [image for _, image in accepted], lora_dir, settings.training, progress=on_training
+            model.pipeline,
+            [image for _, image in accepted],
+            lora_dir,
+            settings.training,
+            progress=on_training,
+            record=model_record(model, decisions),
         )
         if training.lora_path is None:
             raise PackError(f"training stopped at step {training.steps_done}; run again to resume from the checkpoint")
@@ -158,6 +163,11 @@ def make_pack(
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "index.html").write_text(contact_sheet(report))
     return report
+
+
+def model_record(model, decisions: list[dict]) -> dict:
+    """What a LoRA's training.json keeps: its base model and the reference photos (hashes, reasons, licences)."""
+    return {"base_model": {"source": str(model.source), "sha256": model.sha256}, "references": decisions}
 
 
 def _existing_training(lora_dir: Path):

@@ -85,11 +85,14 @@ def train_identity_lora(
     config: TrainingConfig = TrainingConfig(),
     progress: Callable[[TrainingProgress], None] | None = None,
     resume: bool = True,
+    record: dict | None = None,
 ) -> TrainingResult:
     """Train and save a LoRA (diffusers format, with adapter metadata) into `output_dir`.
 
     Checkpoints go to `output_dir/checkpoints/` every `config.checkpoint_every` steps and when a progress
-    callback raises TrainingStopped; with `resume`, the latest checkpoint is picked up.
+    callback raises TrainingStopped; with `resume`, the latest checkpoint is picked up. `record` (e.g. the
+    reference photos' hashes, acceptance reasons and licence notes, the base model's hash) is written into
+    `training.json` beside the LoRA, the model's record.
     """
     import torch
     import torch.nn.functional as functional
@@ -183,10 +186,20 @@ def train_identity_lora(
     unet.eval()
 
     lora_path = _save_lora(pipeline, output_dir, lora_config, get_peft_model_state_dict)
+    lora_sha256 = file_sha256(lora_path)
     (output_dir / "training.json").write_text(
-        json.dumps({"config": asdict(config), "losses": losses, "resumed_from": start_step}, indent=2)
+        json.dumps(
+            {
+                **(record or {}),
+                "lora_sha256": lora_sha256,
+                "config": asdict(config),
+                "losses": losses,
+                "resumed_from": start_step,
+            },
+            indent=2,
+        )
     )
-    return TrainingResult(lora_path, file_sha256(lora_path), step, losses, start_step)
+    return TrainingResult(lora_path, lora_sha256, step, losses, start_step)
 
 
 def smoothed(losses: Sequence[float], window: int = 10) -> list[float]:

@@ -345,7 +345,7 @@ def train(
     licence_note: LicenceNoteOption = None,
 ) -> None:
     """Train an identity LoRA from the reference photos (resumes from the last checkpoint in --out)."""
-    from generation.pack import PackError, accept_references
+    from generation.pack import PackError, accept_references, model_record
     from generation.training import TrainingConfig, train_identity_lora
 
     settings = _settings()
@@ -361,7 +361,14 @@ def train(
         _fail(str(exc))
     _print_decisions(decisions)
     with _training_progress(steps) as on_step:
-        result = train_identity_lora(loaded.pipeline, [image for _, image in accepted], out, training, on_step)
+        result = train_identity_lora(
+            loaded.pipeline,
+            [image for _, image in accepted],
+            out,
+            training,
+            on_step,
+            record=model_record(loaded, decisions),
+        )
     console.print(
         f"LoRA {result.lora_path} (sha256 {result.lora_sha256}), loss {result.losses[0]:.4f} -> "
         f"{result.losses[-1]:.4f}" + (f", resumed from step {result.resumed_from}" if result.resumed_from else ""),

@@ -167,6 +167,7 @@ def test_do_not_train_photos_are_refused_unless_licensed(store, provenance):
     _, decisions, accepted = accept_references(licensed, provenance, DlibBackend())
     theirs = next(decision for decision in decisions if decision["name"] == "theirs.jpg")
     assert theirs["accepted"] and theirs["licence_note"] == "licence #42 from the photographer"
+    assert theirs["sha256"] and "training_permission" in theirs  # all of this goes into training.json
     assert "used under a recorded licence" in theirs["training_permission"]
     assert len(accepted) == 2
 
@@ -252,6 +253,9 @@ def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
     )
     assert trained.exit_code == 0, trained.output
     assert "LoRA" in trained.output and (tmp_path / "lora" / LORA_FILE).exists()
+    record = json.loads((tmp_path / "lora" / "training.json").read_text())
+    assert [r["accepted"] for r in record["references"]] == [True, True, True]
+    assert len(record["base_model"]["sha256"]) == 64 and len(record["losses"]) == 4
     generated = CliRunner().invoke(
         app,
         [

@@ -223,17 +223,11 @@ def _score_and_disclose(
         report = by_name[name]
         entries.append(
             {
+                **report.as_dict(),
                 "file": str(path.relative_to(out_dir)),
                 "style": image.style,
                 "seed": image.seed,
                 "parameters": image.parameters,
-                "score": report.score,
-                "rank": report.rank,
-                "kept": report.kept,
-                "passed": report.passed,
-                "duplicate_of": report.duplicate_of,
-                "likeness": asdict(report.likeness) if report.likeness else None,
-                "checks": [asdict(check) for check in report.checks],
                 "label": verdict.label,
                 "manifest_label": disclosure.manifest_label,
                 "watermarked": disclosure.watermarked,

@@ -11,7 +11,7 @@ of the rest fill up and stay marked as not passing.
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from PIL import Image
@@ -81,6 +81,20 @@ class CandidateReport:
     kept: bool = False
     duplicate_of: str | None = None
     notes: list[str] = field(default_factory=lambda: [HANDS_NOTE])
+
+    def as_dict(self) -> dict:
+        """The JSON form of `headshot score --json` and of a pack's report."""
+        return {
+            "file": self.file,
+            "likeness": asdict(self.likeness) if self.likeness else None,
+            "checks": [asdict(check) for check in self.checks],
+            "score": self.score,
+            "rank": self.rank,
+            "kept": self.kept,
+            "passed": self.passed,
+            "duplicate_of": self.duplicate_of,
+            "notes": self.notes,
+        }
 
 
 def analyse(image: Image.Image, backend: FaceBackend) -> Analysis:

@@ -254,27 +254,11 @@ def score(
     for name, reason in rejected:
         errors.print(f"reference {name} rejected: {reason}", highlight=False, markup=False)
     if as_json:
-        print(json.dumps([_report_json(report) for report in reports] + failures, indent=2))
+        print(json.dumps([report.as_dict() for report in reports] + failures, indent=2))
     else:
         _print_reports(reports, failures, identity)
     if failures:
         raise typer.Exit(1)
-
-
-def _report_json(report) -> dict:
-    from dataclasses import asdict
-
-    return {
-        "file": report.file,
-        "likeness": asdict(report.likeness) if report.likeness else None,
-        "checks": [asdict(check) for check in report.checks],
-        "score": report.score,
-        "rank": report.rank,
-        "kept": report.kept,
-        "passed": report.passed,
-        "duplicate_of": report.duplicate_of,
-        "notes": report.notes,
-    }
 
 
 def _print_reports(reports, failures, identity) -> None:

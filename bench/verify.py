@@ -46,7 +46,9 @@ def main() -> None:
         face.convert("RGB").resize((1024, 1024)).save(source, "JPEG", quality=92)
     with tempfile.TemporaryDirectory() as directory:
         store = CredentialStore(Path(directory))
-        signed = disclose_image(source.getvalue(), store.signing_identity(), references=[FACE.read_bytes()]).data
+        signed = disclose_image(
+            source.getvalue(), store.signing_identity(), InMemoryRegistry(), references=[FACE.read_bytes()]
+        ).data
         trust = store.trust_anchors()
         context = trust.c2pa_context()
 

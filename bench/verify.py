@@ -21,6 +21,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from provenance import CredentialStore, disclose_image, verify_image
+from provenance.registry import InMemoryRegistry
 
 FACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "img1.jpg"
 

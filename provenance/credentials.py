@@ -400,10 +400,11 @@ def _algorithm_for(public_key) -> str:
 def _check_signing_certificate(cert: x509.Certificate) -> None:
     extensions = cert.extensions
     try:
-        if extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-            raise CredentialsError("the certificate is a CA certificate; C2PA needs an end-entity (CA:FALSE) one")
+        is_ca = extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
-        pass
+        is_ca = False
+    if is_ca:
+        raise CredentialsError("the certificate is a CA certificate; C2PA needs an end-entity (CA:FALSE) one")
     try:
         if not extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
             raise CredentialsError("the certificate's key usage lacks digitalSignature")

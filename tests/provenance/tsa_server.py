@@ -125,7 +125,7 @@ class TimestampAuthority:
                 self.wfile.write(reply)
 
             def log_message(self, *args):
-                pass
+                """Keep test output quiet."""
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -27,7 +27,7 @@ RECOGNISER = "w600k_r50.onnx"
 
 
 class NetworkAttempt(AssertionError):
-    pass
+    """Raised when code under test tries to open a network connection."""
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,6 +6,7 @@ Target: ours within 1.5x of the bare reference on a credentialed 1024x1024 JPEG.
 """
 
 import argparse
+import hashlib
 import io
 import statistics
 import sys
@@ -48,7 +49,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         store = CredentialStore(Path(directory))
         signed = disclose_image(
-            source.getvalue(), store.signing_identity(), InMemoryRegistry(), references=[FACE.read_bytes()]
+            source.getvalue(),
+            store.signing_identity(),
+            InMemoryRegistry(),
+            reference_hashes=[hashlib.sha256(FACE.read_bytes()).hexdigest()],
         ).data
         trust = store.trust_anchors()
         context = trust.c2pa_context()

@@ -25,8 +25,13 @@ class PackError(ValueError):
 @dataclass(frozen=True)
 class ReferenceInput:
     name: str
-    data: bytes  # the original bytes, before any re-encoding
+    data: bytes  # the photo's bytes (as uploaded, or a stored copy with its location removed)
     licence_note: str | None = None
+    original_sha256: str | None = None  # the photo's identity; default: the SHA-256 of `data`
+
+    @property
+    def sha256(self) -> str:
+        return self.original_sha256 or _sha256(self.data)
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ def accept_references(references: Sequence[ReferenceInput], provenance: Provenan
 
     decisions, usable = [], []
     for reference in references:
-        decision = {"name": reference.name, "sha256": _sha256(reference.data)}
+        decision = {"name": reference.name, "sha256": reference.sha256}
         try:
             permission = training_permission(reference.data, provenance.trust, reference.licence_note)
             image = decode_image(reference.data, provenance.limits)
@@ -212,7 +217,7 @@ def _score_and_disclose(
             buffer.getvalue(),
             provenance.signing_identity,
             provenance.registry,
-            references=[reference.data for reference, _ in accepted],
+            reference_hashes=[reference.sha256 for reference, _ in accepted],
             generator=generator,
             model_hashes=model_hashes,
             limits=provenance.limits,
@@ -230,6 +235,7 @@ def _score_and_disclose(
                 "parameters": image.parameters,
                 "label": verdict.label,
                 "manifest_label": disclosure.manifest_label,
+                "watermark_payload": f"{disclosure.payload:016x}",
                 "watermarked": disclosure.watermarked,
             }
         )

@@ -64,7 +64,7 @@ def disclose_image(
     identity: SigningIdentity,
     registry: SoftBindingRegistry,
     *,
-    references: Sequence[bytes] = (),
+    reference_hashes: Sequence[str] = (),
     generator: str | None = None,
     model_hashes: Mapping[str, str] | None = None,
     limits: ImageLimits = ImageLimits(),
@@ -74,7 +74,8 @@ def disclose_image(
     The output carries an invisible watermark, XMP and a signed C2PA manifest declaring it AI-generated
     (with both soft bindings declared); the registry records its payload, fingerprints and manifest so
     that a stripped copy is recognised. Reference photos become `inputTo` ingredients carrying only the
-    SHA-256 of their original bytes and a neutral title: no file name, no thumbnail, no pixels.
+    SHA-256 of their original bytes (`reference_hashes`, hex) and a neutral title: no file name, no
+    thumbnail, no pixels.
     """
     import c2pa
 
@@ -90,12 +91,8 @@ def disclose_image(
     builder = c2pa.Builder(
         _manifest(agent, model_hashes, payload, watermarked, fingerprints), context=_signing_context()
     )
-    for number, reference in enumerate(references, start=1):
-        ingredient = {
-            "title": f"reference photo {number}",
-            "relationship": "inputTo",
-            "metadata": {"sha256": hashlib.sha256(reference).hexdigest()},
-        }
+    for number, digest in enumerate(reference_hashes, start=1):
+        ingredient = {"title": f"reference photo {number}", "relationship": "inputTo", "metadata": {"sha256": digest}}
         # An empty stream: the ingredient records the hash above and nothing of the photo itself.
         builder.add_ingredient(ingredient, "application/octet-stream", io.BytesIO(b""))
 

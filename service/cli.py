@@ -1,5 +1,6 @@
 """The `headshot` command line."""
 
+import hashlib
 import json
 import os
 import tempfile
@@ -16,6 +17,10 @@ app = typer.Typer(
 )
 credentials_app = typer.Typer(help="This installation's C2PA signing credentials.", no_args_is_help=True)
 app.add_typer(credentials_app, name="credentials")
+keys_app = typer.Typer(
+    help="API keys of the HTTP service (roles: admin, studio, verifier, auditor).", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
 models_app = typer.Typer(help="SDXL models: a tiny random one for tests and demos.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 registry_app = typer.Typer(help="The registry of disclosed images (watermarks and fingerprints).", no_args_is_help=True)
@@ -79,7 +84,7 @@ def disclose(
             data,
             settings.credentials.signing_identity(),
             settings.registry(),
-            references=references,
+            reference_hashes=[hashlib.sha256(reference).hexdigest() for reference in references],
             generator=generator,
             model_hashes=hashes,
             limits=limits,
@@ -288,6 +293,73 @@ def _print_reports(reports, failures, identity) -> None:
     for failure in failures:
         console.print(f"[red]error[/red] {failure['file']}: {failure['error']}", highlight=False)
     console.print(reports[0].notes[0] if reports else "", highlight=False)
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="admin, studio, verifier or auditor.")],
+    name: Annotated[str, typer.Option(help="Who or what uses the key (shown in the audit log).")],
+    tenant: Annotated[str, typer.Option(help="The tenant whose subjects the key sees.")] = "default",
+    expires_days: Annotated[int | None, typer.Option(help="Expire after this many days.", min=1)] = None,
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    import datetime as dt
+
+    from sqlmodel import Session
+
+    from service.database import engine_for
+    from service.deps import create_key
+
+    settings = _settings()
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=expires_days) if expires_days else None
+    with Session(engine_for(settings.resolved_database_url)) as session:
+        try:
+            key = create_key(session, name, role, tenant, expires)
+        except ValueError as exc:
+            _fail(str(exc))
+    errors.print(f"{role} key for {name} (tenant {tenant}); it is shown only now:", highlight=False)
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Keys with their role, tenant and state (never the keys themselves)."""
+    from sqlmodel import Session, select
+
+    from service.database import engine_for
+    from service.tables import ApiKey
+
+    settings = _settings()
+    with Session(engine_for(settings.resolved_database_url)) as session:
+        for key in session.exec(select(ApiKey).order_by(ApiKey.created_at)).all():
+            state = (
+                "revoked" if key.revoked_at else f"expires {key.expires_at:%Y-%m-%d}" if key.expires_at else "active"
+            )
+            console.print(f"{key.prefix}…  {key.name:24} {key.role:9} tenant {key.tenant:12} {state}", highlight=False)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name (or its prefix).")]) -> None:
+    """Revoke a key: it is refused from now on."""
+    import datetime as dt
+
+    from sqlmodel import Session, or_, select
+
+    from service.database import engine_for
+    from service.tables import ApiKey
+
+    settings = _settings()
+    with Session(engine_for(settings.resolved_database_url)) as session:
+        keys = session.exec(
+            select(ApiKey).where(or_(ApiKey.name == name, ApiKey.prefix == name), ApiKey.revoked_at.is_(None))
+        ).all()
+        if not keys:
+            _fail(f"no active key named {name!r}")
+        for key in keys:
+            key.revoked_at = dt.datetime.now(dt.UTC)
+            session.add(key)
+        session.commit()
+    console.print(f"revoked {len(keys)} key(s) named {name}", highlight=False)
 
 
 @models_app.command("tiny")

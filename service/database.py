@@ -10,7 +10,8 @@ from sqlmodel import SQLModel, create_engine
 @lru_cache(maxsize=4)
 def engine_for(url: str) -> Engine:
     """One engine per database URL and process, with the schema created."""
-    import service.registry  # noqa: F401  (registers its tables with SQLModel.metadata)
+    import service.registry
+    import service.tables  # noqa: F401
 
     options = {}
     if url.startswith("sqlite:///"):

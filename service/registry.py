@@ -77,6 +77,25 @@ class DatabaseRegistry:
         entries = {_unsigned(row.payload): _entry(row) for row in rows}
         return [Candidate(entries[payload], frame, face) for payload, frame, face in hits if payload in entries]
 
+    def forget(self, manifest_label: str) -> None:
+        """Remove an image that never left the service (its fingerprints stay in this process's index
+        until restart, but nothing matches them any more: candidates are read back from the table)."""
+        with Session(self.engine) as session:
+            for row in session.exec(select(RegisteredImage).where(RegisteredImage.manifest_label == manifest_label)):
+                session.delete(row)
+            session.commit()
+
+    def strip_personal_data(self, manifest_label: str) -> None:
+        """Keep a delivered image recognisable, without its ingredients (the reference photos' hashes)."""
+        with Session(self.engine) as session:
+            for row in session.exec(select(RegisteredImage).where(RegisteredImage.manifest_label == manifest_label)):
+                manifest = json.loads(row.manifest_json)
+                manifest.pop("ingredients", None)
+                manifest["headshot_erasure"] = "ingredients removed when the subject was erased"
+                row.manifest_json = json.dumps(manifest)
+                session.add(row)
+            session.commit()
+
     def count(self) -> int:
         with Session(self.engine) as session:
             return session.exec(select(func.count()).select_from(RegisteredImage)).one()

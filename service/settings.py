@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(25_000_000, ge=1, description="Largest accepted file, in bytes.")
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted decoded image, in pixels.")
 
+    public_verify_page: bool = Field(True, description="Serve the public upload page at /verify.")
+
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -31,7 +31,7 @@ def disclosed_jpeg(store, registry, headshot_jpeg, references):
         headshot_jpeg,
         store.signing_identity(),
         registry,
-        references=references,
+        reference_hashes=[hashlib.sha256(r).hexdigest() for r in references],
         generator="Stable Diffusion XL 1.0",
         model_hashes={"sdxl-base": "31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b"},
     )
@@ -40,7 +40,8 @@ def disclosed_jpeg(store, registry, headshot_jpeg, references):
 @pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP"])
 def test_round_trip_is_ai_verified(store, registry, references, image_format):
     source = encode(face_image(size=512), image_format)
-    disclosure = disclose_image(source, store.signing_identity(), registry, references=references, generator="SDXL")
+    hashes = [hashlib.sha256(r).hexdigest() for r in references]
+    disclosure = disclose_image(source, store.signing_identity(), registry, reference_hashes=hashes, generator="SDXL")
     assert disclosure.mime_type == f"image/{image_format.lower()}"
 
     verdict = verify_image(disclosure.data, store.trust_anchors(), name="out")

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per kind of user: thin wrappers over the libraries."""

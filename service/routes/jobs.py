@@ -1,0 +1,182 @@
+"""Studios: train / generate / pack jobs, and the headshots they produce."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from sqlmodel import select
+
+from service.deps import Caller, SessionDep, SettingsDep, audit, require
+from service.routes.subjects import get_subject
+from service.tables import Headshot, Job, Photo
+
+router = APIRouter(tags=["jobs"])
+Studio = Annotated[Caller, Depends(require("studio"))]
+NEEDS = {"train": {"training"}, "generate": {"generation"}, "pack": {"training", "generation"}}
+
+
+class JobParameters(BaseModel):
+    steps: int = Field(400, ge=1, le=100_000, description="Training steps.")
+    resolution: int | None = Field(None, ge=32, le=2048, description="Training resolution; default: size.")
+    rank: int = Field(16, ge=1, le=256)
+    alpha: int = Field(16, ge=1, le=1024)
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    seed: int = 0
+    styles: list[str] | None = None
+    count: int = Field(4, ge=1, le=100, description="Images per style.")
+    inference_steps: int = Field(30, ge=1, le=200)
+    size: int = Field(1024, ge=32, le=2048)
+    top_k: int = Field(10, ge=1, le=1000)
+    checkpoint_every: int = Field(100, ge=1)
+    lora_job_id: str | None = Field(None, description="For generate: the succeeded train job whose LoRA to use.")
+
+
+class JobIn(BaseModel):
+    kind: Literal["train", "generate", "pack"]
+    parameters: JobParameters = Field(default_factory=JobParameters)
+
+
+def job_out(job: Job) -> dict:
+    return {
+        "id": job.id,
+        "subject_id": job.subject_id,
+        "kind": job.kind,
+        "status": job.status,
+        "progress": round(job.progress, 4),
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "loss": job.loss,
+        "eta_seconds": job.eta_seconds,
+        "error": job.error,
+        "parameters": json.loads(job.parameters),
+        "lora_sha256": job.lora_sha256,
+        "model_sha256": job.model_sha256,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def get_job(session, caller: Caller, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or not caller.sees(job.tenant):
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+@router.post("/v1/subjects/{subject_id}/jobs", status_code=202)
+def create_job(
+    subject_id: str, body: JobIn, request: Request, caller: Studio, session: SessionDep, settings: SettingsDep
+) -> dict:
+    subject = get_subject(session, caller, subject_id)
+    if subject.consent_withdrawn_at is not None:
+        raise HTTPException(409, "consent was withdrawn for this subject")
+    missing = NEEDS[body.kind] - set(json.loads(subject.consent_scope))
+    if missing:
+        raise HTTPException(409, f"the subject's consent does not cover {', '.join(sorted(missing))}")
+    if settings.sdxl_model is None:
+        raise HTTPException(503, "no SDXL model is configured on this server (HEADSHOT_SDXL_MODEL); ask its operator")
+    if not session.exec(select(Photo).where(Photo.subject_id == subject.id, Photo.accepted)).first():
+        raise HTTPException(409, "the subject has no accepted reference photo; upload some first")
+    if body.kind == "generate":
+        trained = body.parameters.lora_job_id and session.get(Job, body.parameters.lora_job_id)
+        if not trained or trained.subject_id != subject.id or trained.kind != "train" or trained.status != "succeeded":
+            raise HTTPException(422, "generate needs parameters.lora_job_id: a succeeded train job of this subject")
+    job = Job(
+        tenant=subject.tenant,
+        subject_id=subject.id,
+        kind=body.kind,
+        parameters=body.parameters.model_dump_json(),
+        total_steps=body.parameters.steps if body.kind != "generate" else 0,
+        created_by=caller.key_name,
+    )
+    session.add(job)
+    audit(session, caller, "create", "job", job.id, body.kind)
+    session.commit()
+    request.app.state.jobs.submit(job.id)
+    return job_out(job)
+
+
+@router.get("/v1/jobs/{job_id}")
+def read_job(job_id: str, caller: Annotated[Caller, Depends(require("studio", "auditor"))], session: SessionDep):
+    return job_out(get_job(session, caller, job_id))
+
+
+@router.post("/v1/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, caller: Studio, session: SessionDep) -> dict:
+    job = get_job(session, caller, job_id)
+    if job.status in ("succeeded", "failed", "cancelled"):
+        raise HTTPException(409, f"the job already ended ({job.status})")
+    job.cancel_requested = True
+    if job.status in ("queued", "interrupted"):
+        job.status = "cancelled"
+    session.add(job)
+    audit(session, caller, "cancel", "job", job.id)
+    session.commit()
+    return job_out(job)
+
+
+@router.post("/v1/jobs/{job_id}/resume", status_code=202)
+def resume_job(job_id: str, request: Request, caller: Studio, session: SessionDep) -> dict:
+    job = get_job(session, caller, job_id)
+    if job.status not in ("interrupted", "failed", "cancelled"):
+        raise HTTPException(
+            409, f"only an interrupted, failed or cancelled job can be resumed; this one is {job.status}"
+        )
+    job.status, job.cancel_requested, job.error = "queued", False, None
+    session.add(job)
+    audit(session, caller, "resume", "job", job.id)
+    session.commit()
+    request.app.state.jobs.submit(job.id)
+    return job_out(job)
+
+
+def headshot_out(headshot: Headshot) -> dict:
+    report = json.loads(headshot.report)
+    return {
+        "id": headshot.id,
+        "job_id": headshot.job_id,
+        "style": headshot.style,
+        "seed": headshot.seed,
+        "score": report["score"],
+        "rank": report["rank"],
+        "kept": headshot.kept,
+        "passed": report["passed"],
+        "likeness": report["likeness"],
+        "checks": report["checks"],
+        "label": report["label"],
+        "credentials": {
+            "manifest_label": headshot.manifest_label,
+            "ai_generated": True,
+            "watermark_payload": headshot.watermark_payload,
+        },
+        "delivered_at": headshot.delivered_at.isoformat() if headshot.delivered_at else None,
+        "file": f"/v1/headshots/{headshot.id}/file",
+    }
+
+
+@router.get("/v1/subjects/{subject_id}/headshots")
+def list_headshots(subject_id: str, caller: Studio, session: SessionDep) -> dict:
+    subject = get_subject(session, caller, subject_id)
+    rows = session.exec(select(Headshot).where(Headshot.subject_id == subject.id)).all()
+    headshots = sorted((headshot_out(row) for row in rows), key=lambda item: (item["job_id"], item["rank"]))
+    return {"subject_id": subject.id, "headshots": headshots, "top_k": [h["id"] for h in headshots if h["kept"]]}
+
+
+@router.get("/v1/headshots/{headshot_id}/file", response_class=FileResponse)
+def download_headshot(headshot_id: str, caller: Studio, session: SessionDep):
+    """The disclosed file (there is no undisclosed one). Downloading it marks it delivered."""
+    import datetime as dt
+
+    headshot = session.get(Headshot, headshot_id)
+    if headshot is None or not caller.sees(headshot.tenant):
+        raise HTTPException(404, f"no headshot {headshot_id}")
+    if headshot.delivered_at is None:
+        headshot.delivered_at = dt.datetime.now(dt.UTC)
+        session.add(headshot)
+    audit(session, caller, "download", "headshot", headshot.id)
+    session.commit()
+    path = Path(headshot.stored_path)
+    return FileResponse(path, media_type=headshot.mime_type, filename=f"headshot-{headshot.id}{path.suffix}")

@@ -1,0 +1,253 @@
+"""Studios: subjects with their consent, reference photos, withdrawal and erasure."""
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from pydantic import BaseModel, Field
+from sqlmodel import select
+
+from service.deps import Caller, SessionDep, SettingsDep, audit, require
+from service.tables import Headshot, Job, Photo, Subject, Tombstone
+from service.uploads import image_error, read_upload
+
+router = APIRouter(tags=["subjects"])
+Studio = Annotated[Caller, Depends(require("studio"))]
+PURPOSES = ("training", "generation")
+
+
+class ConsentIn(BaseModel):
+    given_by: str = Field(min_length=1, description="Who consented (the person, or their legal representative).")
+    scope: list[str] = Field(min_length=1, description=f"What for: any of {', '.join(PURPOSES)}.")
+    text_version: str = Field(min_length=1, description="Version of the consent text they agreed to.")
+    given_at: dt.datetime | None = Field(None, description="When; default: now.")
+
+
+class SubjectIn(BaseModel):
+    display_name: str = Field(min_length=1, max_length=200)
+    consent: ConsentIn
+
+
+def subject_out(subject: Subject) -> dict:
+    return {
+        "id": subject.id,
+        "tenant": subject.tenant,
+        "display_name": subject.display_name,
+        "consent": {
+            "given_by": subject.consent_given_by,
+            "scope": json.loads(subject.consent_scope),
+            "text_version": subject.consent_text_version,
+            "given_at": subject.consent_given_at.isoformat(),
+            "withdrawn_at": subject.consent_withdrawn_at.isoformat() if subject.consent_withdrawn_at else None,
+        },
+        "created_at": subject.created_at.isoformat(),
+    }
+
+
+def get_subject(session, caller: Caller, subject_id: str) -> Subject:
+    """The subject if the caller's tenant owns it; another tenant's subject is 404, as if it did not exist."""
+    subject = session.get(Subject, subject_id)
+    if subject is None or not caller.sees(subject.tenant):
+        raise HTTPException(404, f"no subject {subject_id}")
+    return subject
+
+
+@router.post("/v1/subjects", status_code=201)
+def create_subject(body: SubjectIn, caller: Studio, session: SessionDep) -> dict:
+    unknown = sorted(set(body.consent.scope) - set(PURPOSES))
+    if unknown:
+        raise HTTPException(422, f"unknown consent purpose {', '.join(unknown)}; use {', '.join(PURPOSES)}")
+    subject = Subject(
+        tenant=caller.tenant,
+        display_name=body.display_name,
+        consent_given_by=body.consent.given_by,
+        consent_scope=json.dumps(sorted(set(body.consent.scope))),
+        consent_text_version=body.consent.text_version,
+        consent_given_at=body.consent.given_at or dt.datetime.now(dt.UTC),
+    )
+    session.add(subject)
+    audit(session, caller, "create", "subject", subject.id)
+    session.commit()
+    return subject_out(subject)
+
+
+@router.get("/v1/subjects/{subject_id}")
+def read_subject(
+    subject_id: str, caller: Annotated[Caller, Depends(require("studio", "auditor"))], session: SessionDep
+):
+    return subject_out(get_subject(session, caller, subject_id))
+
+
+@router.post("/v1/subjects/{subject_id}/photos", status_code=201)
+def upload_photo(
+    subject_id: str,
+    file: Annotated[UploadFile, File(description="A photo of the subject (JPEG, PNG or WebP).")],
+    caller: Studio,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> dict:
+    """Store a reference photo: its original bytes' hash is its identity; its own credentials are read first."""
+    from generation.permissions import training_permission
+    from provenance import ImageInputError, verify_image
+    from provenance.images import MIME_TYPES, decode_image
+
+    subject = get_subject(session, caller, subject_id)
+    if subject.consent_withdrawn_at is not None:
+        raise HTTPException(409, "consent was withdrawn for this subject; no photos can be added")
+    data = read_upload(file, settings.max_upload_bytes)
+    try:
+        image = decode_image(data, settings.image_limits)
+        credentials = verify_image(data, settings.trust(), settings.image_limits).c2pa
+        permission = training_permission(data, settings.trust())
+    except ImageInputError as exc:
+        raise image_error(exc, file.filename) from None
+    sha256 = hashlib.sha256(data).hexdigest()
+    existing = session.exec(select(Photo).where(Photo.subject_id == subject.id, Photo.sha256 == sha256)).first()
+    if existing is not None:
+        raise HTTPException(409, f"this photo was already uploaded for this subject (photo {existing.id})")
+
+    accepted, reason = permission.allowed, permission.reason
+    frame_hash = None
+    if accepted:
+        accepted, reason, frame_hash = _reference_check(session, subject, image, settings)
+    stored = settings.data_dir / "subjects" / subject.id / "photos" / f"{sha256}{_extension(image.format)}"
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_bytes(_without_location(data))
+    photo = Photo(
+        subject_id=subject.id,
+        tenant=subject.tenant,
+        sha256=sha256,
+        frame_hash=frame_hash,
+        stored_path=str(stored),
+        mime_type=MIME_TYPES[image.format],
+        accepted=accepted,
+        reason=reason,
+        credentials_state=credentials.state,
+        training_mining=json.dumps(credentials.training_mining) if credentials.training_mining else None,
+    )
+    session.add(photo)
+    audit(session, caller, "upload", "photo", photo.id, f"subject {subject.id}, sha256 {sha256}")
+    session.commit()
+    return {
+        "id": photo.id,
+        "sha256": sha256,
+        "accepted": accepted,
+        "reason": reason,
+        "credentials": {"state": credentials.state, "training_mining": credentials.training_mining},
+    }
+
+
+@router.post("/v1/subjects/{subject_id}/consent/withdraw")
+def withdraw_consent(subject_id: str, caller: Studio, session: SessionDep, settings: SettingsDep) -> dict:
+    """Stop the subject's jobs and erase the subject (see DELETE /v1/subjects/{id})."""
+    subject = get_subject(session, caller, subject_id)
+    subject.consent_withdrawn_at = dt.datetime.now(dt.UTC)
+    session.add(subject)
+    audit(session, caller, "withdraw-consent", "subject", subject.id)
+    session.commit()
+    return erase(session, caller, subject, settings)
+
+
+@router.delete("/v1/subjects/{subject_id}")
+def delete_subject(subject_id: str, caller: Studio, session: SessionDep, settings: SettingsDep) -> dict:
+    return erase(session, caller, get_subject(session, caller, subject_id), settings)
+
+
+def erase(session, caller: Caller, subject: Subject, settings) -> dict:
+    """Remove the subject's photos, LoRA weights, images and personal data; keep what recognises delivered ones.
+
+    Delivered headshots stay in the soft-binding registry (watermark and fingerprints) with their manifest
+    stripped of ingredients (the reference photos' hashes), so a stripped copy still verifies as
+    `ai_soft_binding`; undelivered ones leave the registry entirely. A tombstone (hashes only) remains.
+    """
+    import shutil
+
+    registry = settings.registry()
+    photos = session.exec(select(Photo).where(Photo.subject_id == subject.id)).all()
+    jobs = session.exec(select(Job).where(Job.subject_id == subject.id)).all()
+    headshots = session.exec(select(Headshot).where(Headshot.subject_id == subject.id)).all()
+    kept = []
+    for headshot in headshots:
+        if headshot.delivered_at is not None:
+            registry.strip_personal_data(headshot.manifest_label)
+            kept.append(headshot.manifest_label)
+        else:
+            registry.forget(headshot.manifest_label)
+        session.delete(headshot)
+    for job in jobs:
+        job.cancel_requested = True
+        if job.status in ("queued", "running"):
+            job.status = "cancelled"
+        shutil.rmtree(settings.data_dir / "jobs" / job.id, ignore_errors=True)
+        session.delete(job)
+    for photo in photos:
+        Path(photo.stored_path).unlink(missing_ok=True)
+        session.delete(photo)
+    shutil.rmtree(settings.data_dir / "subjects" / subject.id, ignore_errors=True)
+    tombstone = Tombstone(
+        subject_id=subject.id,
+        tenant=subject.tenant,
+        erased_by=caller.key_name,
+        photo_hashes=json.dumps(sorted(photo.sha256 for photo in photos)),
+        kept_manifests=json.dumps(kept),
+    )
+    session.add(tombstone)
+    session.delete(subject)
+    audit(session, caller, "erase", "subject", subject.id, f"{len(photos)} photos, {len(headshots)} headshots")
+    session.commit()
+    return tombstone_out(tombstone)
+
+
+def tombstone_out(tombstone: Tombstone) -> dict:
+    return {
+        "subject_id": tombstone.subject_id,
+        "erased": True,
+        "erased_by": tombstone.erased_by,
+        "erased_at": tombstone.erased_at.isoformat(),
+        "photo_hashes": json.loads(tombstone.photo_hashes),
+        "delivered_headshots_still_recognised": json.loads(tombstone.kept_manifests),
+    }
+
+
+def _reference_check(session, subject: Subject, image, settings) -> tuple[bool, str, str | None]:
+    """Scoring's reference-set check of this photo against the subject's accepted photos."""
+    from PIL import Image
+
+    from scoring.score import ScoringError, build_identity
+
+    previous = session.exec(select(Photo).where(Photo.subject_id == subject.id, Photo.accepted)).all()
+    photos = []
+    for photo in previous:
+        with Image.open(photo.stored_path) as stored:
+            photos.append((photo.id, stored.convert("RGB")))
+    photos.append(("new", image.convert("RGB")))
+    try:
+        identity = build_identity(photos, settings.face_analyser())
+    except ScoringError:
+        identity = None
+    if identity is None:
+        return False, "no face found", None
+    verdict = next(reference for reference in identity.references if reference.name == "new")
+    return verdict.accepted, verdict.reason, f"{verdict.analysis.frame_hash:016x}" if verdict.analysis else None
+
+
+def _without_location(data: bytes) -> bytes:
+    """The stored copy: the same bytes, without EXIF GPS tags (pixels untouched)."""
+    import pyexiv2
+
+    try:
+        with pyexiv2.ImageData(data) as metadata:
+            gps = [key for key in metadata.read_exif() if key.startswith("Exif.GPSInfo")]
+            if not gps:
+                return data
+            metadata.modify_exif(dict.fromkeys(gps))
+            return metadata.get_bytes()
+    except RuntimeError:
+        return data
+
+
+def _extension(image_format: str) -> str:
+    return {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp"}[image_format]

@@ -1,0 +1,143 @@
+"""Recruiters: verify a photo (JSON API, batch, and a public server-rendered page). Uploads are not kept."""
+
+import hashlib
+import html
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse
+
+from provenance import ImageInputError, Verdict, VerifyFailure, verify_image
+from service.deps import Caller, SessionDep, SettingsDep, audit, require
+from service.uploads import image_error, read_upload
+
+router = APIRouter(tags=["verify"])
+Verifier = Annotated[Caller, Depends(require("verifier"))]
+MAX_BATCH = 50
+
+
+def _verify(data: bytes, name: str, settings) -> Verdict:
+    return verify_image(data, settings.trust(), settings.image_limits, name=name, registry=settings.registry())
+
+
+@router.post("/v1/verify", response_model=Verdict)
+def verify(
+    file: Annotated[UploadFile, File(description="The photo to verify (JPEG, PNG or WebP).")],
+    caller: Verifier,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Verdict:
+    """Whether the photo is AI-generated and why: the same JSON as `headshot verify --json`."""
+    data = read_upload(file, settings.max_upload_bytes)
+    try:
+        verdict = _verify(data, file.filename or "upload", settings)
+    except ImageInputError as exc:
+        raise image_error(exc, file.filename) from None
+    audit(session, caller, "verify", "upload", hashlib.sha256(data).hexdigest(), verdict.label)
+    session.commit()
+    return verdict
+
+
+@router.post("/v1/verify/batch", response_model=list[Verdict | VerifyFailure])
+def verify_batch(
+    files: Annotated[list[UploadFile], File(description=f"Up to {MAX_BATCH} photos.")],
+    caller: Verifier,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> list[Verdict | VerifyFailure]:
+    """One result per file, in order; a file that cannot be read gets `{"file", "error"}`."""
+    if len(files) > MAX_BATCH:
+        raise HTTPException(413, f"{len(files)} files: a batch holds at most {MAX_BATCH}")
+    results: list[Verdict | VerifyFailure] = []
+    for file in files:
+        name = file.filename or "upload"
+        try:
+            data = read_upload(file, settings.max_upload_bytes)
+            results.append(_verify(data, name, settings))
+        except HTTPException as exc:
+            results.append(VerifyFailure(file=name, error=exc.detail))
+        except ImageInputError as exc:
+            results.append(VerifyFailure(file=name, error=str(exc)))
+    audit(session, caller, "verify-batch", "upload", f"{len(files)} files")
+    session.commit()
+    return results
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Is this photo AI-generated? · headshot</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.5; }}
+.verdict {{ border-left: .4rem solid #999; padding: .5rem 1rem; background: #f6f6f6; }}
+.ai {{ border-color: #b3261e; }} .real {{ border-color: #2a7; }}
+li small {{ color: #555; }}
+</style></head><body>
+<h1>Is this photo AI-generated?</h1>
+<p>Upload a profile photo. We read its Content Credentials, its metadata and our watermark registry, and
+tell you what they say. The photo is not kept.</p>
+<form method="post" action="/verify" enctype="multipart/form-data">
+<input type="file" name="file" accept="image/jpeg,image/png,image/webp" required>
+<button type="submit">Check</button>
+</form>
+{result}
+</body></html>
+"""
+
+PLAIN = {
+    "ai_verified": "AI-generated, and the maker's signature is trusted.",
+    "capture_verified": "Taken with a camera, according to trusted Content Credentials.",
+    "ai_unverified_signer": "Declared AI-generated, by a signer we cannot confirm.",
+    "credentials_no_ai_claim": "It has valid Content Credentials that do not say it is AI-generated.",
+    "ai_soft_binding": "AI-generated: a copy of an image we disclosed as AI-generated.",
+    "invalid_credentials": "Its Content Credentials are broken or tampered with: they cannot be trusted.",
+    "ai_metadata": "Its metadata says it was made with AI (unsigned, so it proves little).",
+    "no_provenance": "We found nothing either way. That does not mean the photo is real.",
+}
+
+
+@router.get("/verify", response_class=HTMLResponse, include_in_schema=False)
+def verify_page(request: Request) -> HTMLResponse:
+    _public_page_enabled(request)
+    return HTMLResponse(PAGE.format(result=""))
+
+
+@router.post("/verify", response_class=HTMLResponse, include_in_schema=False)
+def verify_page_upload(
+    request: Request, settings: SettingsDep, file: Annotated[UploadFile | None, File()] = None
+) -> HTMLResponse:
+    _public_page_enabled(request)
+    if file is None or not file.filename:
+        return HTMLResponse(PAGE.format(result=_message("Choose a photo to check.")), status_code=422)
+    try:
+        verdict = _verify(read_upload(file, settings.max_upload_bytes), file.filename, settings)
+    except HTTPException as exc:
+        return HTMLResponse(PAGE.format(result=_message(exc.detail)), status_code=exc.status_code)
+    except ImageInputError as exc:
+        error = image_error(exc, file.filename)
+        return HTMLResponse(PAGE.format(result=_message(error.detail)), status_code=error.status_code)
+    css = {True: "ai", False: "real", None: ""}[verdict.ai_generated]
+    evidence = "".join(
+        f"<li>{html.escape(item.detail)} <small>({item.source}, {item.strength})</small></li>"
+        for item in verdict.evidence
+    )
+    disclosure = ""
+    if signer := verdict.c2pa.signer:
+        made_with = f", made with {verdict.c2pa.claim_generator}" if verdict.c2pa.claim_generator else ""
+        who = f"<b>{html.escape(signer.subject)}</b> ({html.escape(signer.issuer)})"
+        disclosure = f"<p>Signed by {who}{html.escape(made_with)}.</p>"
+    result = (
+        f'<div class="verdict {css}"><h2>{html.escape(PLAIN[verdict.label])}</h2>'
+        f"<p>{html.escape(verdict.summary)}</p>{disclosure}</div>"
+        f"<h3>Evidence</h3><ul>{evidence or '<li>none</li>'}</ul>"
+        f"<p><small>Label <code>{verdict.label}</code> · file {html.escape(verdict.file)}</small></p>"
+    )
+    return HTMLResponse(PAGE.format(result=result))
+
+
+def _public_page_enabled(request: Request) -> None:
+    if not request.app.state.settings.public_verify_page:
+        raise HTTPException(404, "the public verification page is switched off on this server")
+
+
+def _message(text: str) -> str:
+    return f'<div class="verdict"><p>{html.escape(text)}</p></div>'

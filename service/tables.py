@@ -1,0 +1,132 @@
+"""The service's tables (SQLModel): keys, audit log, subjects with consent, photos, jobs, headshots, tombstones.
+
+Every tenant-owned row carries `tenant`; the API filters on it (admin keys see all tenants).
+"""
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import Column, Text
+from sqlmodel import Field, SQLModel
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _id() -> str:
+    return uuid.uuid4().hex
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(default_factory=_id, primary_key=True)
+    name: str = Field(index=True)
+    role: str  # admin | studio | verifier | auditor
+    tenant: str = Field(default="default", index=True)
+    key_hash: str = Field(unique=True, index=True)  # SHA-256 of the key: keys are 256-bit random, never stored
+    prefix: str  # the first characters, to tell keys apart in listings
+    created_at: dt.datetime = Field(default_factory=_now)
+    expires_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = Field(default_factory=_now, index=True)
+    key_name: str
+    role: str
+    tenant: str = Field(index=True)
+    action: str
+    object_type: str
+    object_id: str = Field(index=True)
+    detail: str = ""
+
+
+class Subject(SQLModel, table=True):
+    __tablename__ = "subjects"
+
+    id: str = Field(default_factory=_id, primary_key=True)
+    tenant: str = Field(index=True)
+    display_name: str
+    consent_given_by: str
+    consent_scope: str
+    consent_text_version: str
+    consent_given_at: dt.datetime
+    consent_withdrawn_at: dt.datetime | None = None
+    created_at: dt.datetime = Field(default_factory=_now)
+
+
+class Photo(SQLModel, table=True):
+    __tablename__ = "photos"
+
+    id: str = Field(default_factory=_id, primary_key=True)
+    subject_id: str = Field(index=True, foreign_key="subjects.id")
+    tenant: str = Field(index=True)
+    sha256: str = Field(index=True)  # of the original bytes: the photo's identity
+    frame_hash: str | None = None  # 64-bit perceptual hash in hex, for near-duplicate training lookups
+    stored_path: str
+    mime_type: str
+    accepted: bool
+    reason: str
+    credentials_state: str  # what the photo's own Content Credentials said
+    training_mining: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: dt.datetime = Field(default_factory=_now)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+
+    id: str = Field(default_factory=_id, primary_key=True)
+    tenant: str = Field(index=True)
+    subject_id: str = Field(index=True, foreign_key="subjects.id")
+    kind: str  # train | generate | pack
+    parameters: str = Field(sa_column=Column(Text, nullable=False))  # JSON
+    status: str = Field(default="queued", index=True)  # queued running succeeded failed cancelled interrupted
+    step: int = 0
+    total_steps: int = 0
+    progress: float = 0.0
+    loss: float | None = None
+    eta_seconds: float | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+    lora_sha256: str | None = None
+    model_sha256: str | None = None
+    created_by: str
+    created_at: dt.datetime = Field(default_factory=_now)
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class Headshot(SQLModel, table=True):
+    __tablename__ = "headshots"
+
+    id: str = Field(default_factory=_id, primary_key=True)
+    tenant: str = Field(index=True)
+    subject_id: str = Field(index=True, foreign_key="subjects.id")
+    job_id: str = Field(index=True)
+    stored_path: str
+    mime_type: str = "image/png"
+    manifest_label: str = Field(index=True)
+    watermark_payload: str
+    style: str
+    seed: int
+    report: str = Field(sa_column=Column(Text, nullable=False))  # JSON: parameters, scores, checks, label
+    kept: bool
+    delivered_at: dt.datetime | None = None
+    created_at: dt.datetime = Field(default_factory=_now)
+
+
+class Tombstone(SQLModel, table=True):
+    __tablename__ = "tombstones"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject_id: str = Field(index=True)
+    tenant: str = Field(index=True)
+    erased_by: str
+    erased_at: dt.datetime = Field(default_factory=_now)
+    photo_hashes: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of SHA-256
+    kept_manifests: str = Field(sa_column=Column(Text, nullable=False))  # JSON: delivered headshots still recognised

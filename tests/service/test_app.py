@@ -291,6 +291,42 @@ def test_restart_with_a_job_in_flight(settings, keys):
         assert client.post(f"/v1/jobs/{job_id}/resume", headers=studio).status_code == 409
         assert client.post(f"/v1/jobs/{job_id}/cancel", headers=studio).status_code == 409
 
+        # a generate job with the trained LoRA
+        parameters = {"lora_job_id": job_id, "styles": ["modern-office"], "count": 1, "size": 128, "inference_steps": 2}
+        generate = client.post(
+            f"/v1/subjects/{subject_id}/jobs", json={"kind": "generate", "parameters": parameters}, headers=studio
+        )
+        assert generate.status_code == 202, generate.text
+        assert wait_for(client, keys["studio"], generate.json()["id"])["status"] == "succeeded"
+        headshots = client.get(f"/v1/subjects/{subject_id}/headshots", headers=studio).json()["headshots"]
+        assert [h["style"] for h in headshots] == ["modern-office"] and headshots[0]["label"] == "ai_verified"
+        bad = client.post(f"/v1/subjects/{subject_id}/jobs", json={"kind": "generate"}, headers=studio)
+        assert bad.status_code == 422 and "lora_job_id" in bad.json()["detail"]
+
+
+def test_stored_copy_loses_its_location(client, keys, settings):
+    import pyexiv2
+
+    with pyexiv2.ImageData((FACES / "img8.jpg").read_bytes()) as metadata:
+        metadata.modify_exif(
+            {
+                "Exif.GPSInfo.GPSLatitude": "48/1 51/1 0/1",
+                "Exif.GPSInfo.GPSLatitudeRef": "N",
+                "Exif.Image.Artist": "Ada",
+            }
+        )
+        located = metadata.get_bytes()
+    studio = auth(keys["studio"])
+    subject_id = client.post("/v1/subjects", json={"display_name": "D", "consent": CONSENT}, headers=studio).json()[
+        "id"
+    ]
+    uploaded = _upload(client, keys["studio"], subject_id, "located.jpg", located).json()
+    assert uploaded["sha256"] == __import__("hashlib").sha256(located).hexdigest()  # identity: the original bytes
+    stored = next((settings.data_dir / "subjects" / subject_id / "photos").iterdir()).read_bytes()
+    with pyexiv2.ImageData(stored) as metadata:
+        exif = metadata.read_exif()
+    assert not any(key.startswith("Exif.GPSInfo") for key in exif) and exif["Exif.Image.Artist"] == "Ada"
+
 
 def test_consent_withdrawal_stops_jobs_and_erases(client, keys, settings):
     studio = auth(keys["studio"])

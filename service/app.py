@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from service.limits import RateLimiter
 from service.routes import audit, jobs, subjects, verify
 from service.settings import Settings
 
@@ -32,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.key_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.public_limiter = RateLimiter(settings.public_rate_limit_per_minute)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -55,6 +55,7 @@ def create_key(session: Session, name: str, role: str, tenant: str = "default", 
 
 
 def authenticate(request: Request, session: Annotated[Session, Depends(get_session)]) -> Caller:
+    """The caller behind the bearer key; 401 without a valid one, 429 when the key is over its rate limit."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key:
@@ -63,6 +64,14 @@ def authenticate(request: Request, session: Annotated[Session, Depends(get_sessi
     now = dt.datetime.now(dt.UTC)
     if row is None or row.revoked_at is not None or (row.expires_at and _aware(row.expires_at) <= now):
         raise HTTPException(401, "invalid, revoked or expired API key", {"WWW-Authenticate": "Bearer"})
+    limiter = request.app.state.key_limiter
+    if wait := limiter.take(row.id):
+        raise HTTPException(
+            429,
+            f"rate limit of {request.app.state.settings.rate_limit_per_minute} requests per minute for this key "
+            f"reached; retry in {limiter.retry_after(wait)} s",
+            {"Retry-After": limiter.retry_after(wait)},
+        )
     return Caller(row.name, row.role, row.tenant)
 
 

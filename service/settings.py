@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted decoded image, in pixels.")
 
     public_verify_page: bool = Field(True, description="Serve the public upload page at /verify.")
+    rate_limit_per_minute: int = Field(120, ge=1, description="Requests per minute per API key (429 beyond).")
+    public_rate_limit_per_minute: int = Field(20, ge=1, description="Uploads per minute per address on /verify.")
+    max_active_jobs: int = Field(20, ge=1, description="Queued plus running jobs per tenant (429 beyond).")
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -80,6 +80,14 @@ def create_job(
         raise HTTPException(503, "no SDXL model is configured on this server (HEADSHOT_SDXL_MODEL); ask its operator")
     if not session.exec(select(Photo).where(Photo.subject_id == subject.id, Photo.accepted)).first():
         raise HTTPException(409, "the subject has no accepted reference photo; upload some first")
+    active = session.exec(select(Job).where(Job.tenant == subject.tenant, Job.status.in_(("queued", "running")))).all()
+    if len(active) >= settings.max_active_jobs:
+        raise HTTPException(
+            429,
+            f"{len(active)} jobs are queued or running for this tenant (limit {settings.max_active_jobs}); "
+            "wait for some to finish",
+            {"Retry-After": "60"},
+        )
     if body.kind == "generate":
         trained = body.parameters.lora_job_id and session.get(Job, body.parameters.lora_job_id)
         if not trained or trained.subject_id != subject.id or trained.kind != "train" or trained.status != "succeeded":

@@ -106,6 +106,12 @@ def verify_page_upload(
     request: Request, settings: SettingsDep, file: Annotated[UploadFile | None, File()] = None
 ) -> HTMLResponse:
     _public_page_enabled(request)
+    limiter = request.app.state.public_limiter
+    if wait := limiter.take(request.client.host if request.client else "unknown"):
+        message = f"Too many checks from your address; try again in {limiter.retry_after(wait)} seconds."
+        return HTMLResponse(
+            PAGE.format(result=_message(message)), status_code=429, headers={"Retry-After": limiter.retry_after(wait)}
+        )
     if file is None or not file.filename:
         return HTMLResponse(PAGE.format(result=_message("Choose a photo to check.")), status_code=422)
     try:

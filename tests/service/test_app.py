@@ -33,7 +33,9 @@ PACK = {
 
 @pytest.fixture
 def settings(tmp_path, tiny_model):
-    return Settings(data_dir=tmp_path / "data", max_upload_bytes=3_000_000, sdxl_model=tiny_model)
+    return Settings(
+        data_dir=tmp_path / "data", max_upload_bytes=3_000_000, sdxl_model=tiny_model, rate_limit_per_minute=100_000
+    )
 
 
 @pytest.fixture

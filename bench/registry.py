@@ -1,6 +1,6 @@
 """Registry lookup at scale: a SQLite registry of 10^6 images, queried next to a bare numpy Hamming scan.
 
-    .venv/bin/python bench/registry.py [--images 1000000] [--queries 200]
+    .venv/bin/python bench/registry.py [--images 1000000] [--queries 200] [--json]
 
 Reports fill time, start-up time (loading the fingerprint index from the database), index memory and
 process RSS, and the median lookup time of `DatabaseRegistry.candidates` next to a brute-force numpy scan
@@ -9,6 +9,7 @@ over the same fingerprints (7 frame variants + 1 face hash per image). Target: w
 
 import argparse
 import datetime as dt
+import json
 import os
 import statistics
 import sys
@@ -64,19 +65,14 @@ def fill(engine, count: int, rng: np.random.Generator) -> None:
             connection.execute(insert(RegisteredImage), rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=1_000_000)
-    parser.add_argument("--queries", type=int, default=200)
-    args = parser.parse_args()
+def measure(images: int, queries: int) -> dict:
+    """Fill a SQLite registry with `images` random entries and time `queries` lookups next to the bare scans."""
     rng = np.random.default_rng(7)
-    console = Console(width=120)
-
     with tempfile.TemporaryDirectory() as directory:
         url = f"sqlite:///{Path(directory) / 'registry.db'}"
         engine = engine_for(url)
         start = time.perf_counter()
-        fill(engine, args.images, rng)
+        fill(engine, images, rng)
         fill_seconds = time.perf_counter() - start
 
         rss_before = rss_mb()
@@ -90,7 +86,7 @@ def main() -> None:
         frames, faces = index._frames[:, :size], index._faces[:size]  # the very arrays the registry scans
         queries = [
             Fingerprints(frame=(int(rng.integers(0, 2**63, dtype=np.uint64)),), face=int(rng.integers(0, 2**63)))
-            for _ in range(args.queries)
+            for _ in range(queries)
         ]
 
         def bare_scan(query: Fingerprints) -> np.ndarray:
@@ -111,13 +107,41 @@ def main() -> None:
         bare = timed(bare_scan)
         ours = timed(lambda query: registry.candidates(query, FRAME_THRESHOLD, FACE_THRESHOLD))
         single = timed(lambda query: np.bitwise_count(faces ^ np.uint64(query.face)).argmin())
+        index_bytes = index.nbytes()
+    return {
+        "images": size,
+        "fill_s": fill_seconds,
+        "startup_s": startup_seconds,
+        "index_bytes": index_bytes,
+        "rss_before_mb": rss_before,
+        "rss_after_mb": rss_after,
+        "single_s": single,
+        "bare_s": bare,
+        "ours_s": ours,
+    }
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--json", action="store_true", help="print the measurements as one JSON line (run_all.py)")
+    args = parser.parse_args()
+    result = measure(args.images, args.queries)
+    if args.json:
+        print(json.dumps(result))
+        return
+    size, fill_seconds, startup_seconds = result["images"], result["fill_s"], result["startup_s"]
+    rss_before, rss_after, single, bare, ours = (
+        result[k] for k in ("rss_before_mb", "rss_after_mb", "single_s", "bare_s", "ours_s")
+    )
+    console = Console(width=120)
     table = Table(title=f"Registry with {size:,} images (SQLite), one core")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("fill (bulk insert)", f"{fill_seconds:.1f} s")
     table.add_row("start-up: load fingerprint index from the database", f"{startup_seconds:.2f} s")
-    table.add_row("index memory (8 x 64-bit hashes per image)", f"{index.nbytes() / 1e6:.0f} MB")
+    table.add_row("index memory (8 x 64-bit hashes per image)", f"{result['index_bytes'] / 1e6:.0f} MB")
     table.add_row("process RSS before / after loading", f"{rss_before:.0f} / {rss_after:.0f} MB")
     table.add_row("bare numpy scan of one 64-bit column (reference)", f"{single * 1000:.2f} ms")
     table.add_row("bare numpy scan of the same 8 columns", f"{bare * 1000:.2f} ms")

@@ -1,6 +1,7 @@
 """Reading untrusted image files: format from content, size and pixel limits, full decode."""
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,8 +100,8 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=[image_format])
-        except Image.DecompressionBombError:
-            raise _over_pixel_limit(limits) from None
+        except Image.DecompressionBombError as exc:
+            raise _over_pixel_limit(limits, _declared_pixels(exc)) from None
         except corrupt as exc:
             raise _corrupt(image_format, exc) from None
         width, height = image.size
@@ -123,8 +124,16 @@ def _over_pixel_limit(limits: ImageLimits, declared: str = "more pixels than all
     )
 
 
+def _declared_pixels(exc: Image.DecompressionBombError) -> str:
+    """The pixel count Pillow found in the header of an image it refused to open, when it says it."""
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    return f"{int(match[1]):,} pixels" if match else "more pixels than allowed"
+
+
 def _corrupt(image_format: str, exc: Exception) -> ImageInputError:
+    # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" says nothing useful to a user
+    reason = "its headers cannot be parsed" if isinstance(exc, UnidentifiedImageError) else str(exc)
     return ImageInputError(
-        f"the {image_format} data is corrupt or truncated ({exc}); re-export the image and try again",
+        f"the {image_format} data is corrupt or truncated ({reason}); re-export the image and try again",
         "corrupt",
     )

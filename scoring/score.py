@@ -100,7 +100,7 @@ class CandidateReport:
 def analyse(image: Image.Image, backend: FaceBackend) -> Analysis:
     image = image.convert("RGB")
     faces = backend.detect(image)
-    frame_hash = _phash(image)
+    frame_hash = perceptual_hash(image)
     if not faces:
         return Analysis(faces, None, frame_hash, None, None, None)
     main = faces[0]
@@ -109,8 +109,8 @@ def analyse(image: Image.Image, backend: FaceBackend) -> Analysis:
         faces=faces,
         embedding=backend.embed(image, main),
         frame_hash=frame_hash,
-        face_hash=_phash(face_crop),
-        mirrored_face_hash=_phash(face_crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+        face_hash=perceptual_hash(face_crop),
+        mirrored_face_hash=perceptual_hash(face_crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
         view=checks.face_view(image, main),
     )
 
@@ -272,7 +272,8 @@ def _near_copy(analysis: Analysis, identity: Identity, backend: FaceBackend) -> 
     return None
 
 
-def _phash(image: Image.Image) -> int:
+def perceptual_hash(image: Image.Image) -> int:
+    """64-bit pHash of the whole image (on a copy of at most 256 px)."""
     import imagehash
 
     small = image.convert("L")

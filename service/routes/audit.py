@@ -102,7 +102,7 @@ def training_lookup(
 ) -> dict:
     from provenance import ImageInputError
     from provenance.images import decode_image
-    from scoring.score import _phash
+    from scoring.score import perceptual_hash
 
     data = read_upload(file, settings.max_upload_bytes)
     try:
@@ -110,7 +110,7 @@ def training_lookup(
     except ImageInputError as exc:
         raise image_error(exc, file.filename) from None
     sha256 = hashlib.sha256(data).hexdigest()
-    frame_hash = _phash(image)
+    frame_hash = perceptual_hash(image)
     matches = []
     for photo in session.exec(select(Photo)).all():
         if not caller.sees(photo.tenant):

@@ -49,4 +49,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (subjects, jobs, verify, audit):
         app.include_router(module.router)
+    app.openapi = lambda: _openapi_with_plain_errors(app)
     return app
+
+
+def _openapi_with_plain_errors(app: FastAPI) -> dict:
+    """Document the error body every route really sends: `{"detail": "<what is wrong and what to do>"}`."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {})["HTTPValidationError"] = {
+            "title": "HTTPValidationError",
+            "type": "object",
+            "properties": {"detail": {"type": "string", "title": "Detail"}},
+            "required": ["detail"],
+        }
+        app.openapi_schema = schema
+    return app.openapi_schema

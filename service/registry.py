@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import threading
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -33,14 +34,18 @@ class RegisteredImage(SQLModel, table=True):
 class DatabaseRegistry:
     """SoftBindingRegistry over the `registered_images` table.
 
-    The index holds every image's fingerprints in memory; before each query it reads the rows added
-    since (by this or any other process), so every process answers the same.
+    The index holds every image's fingerprints in memory. Watermark payloads are always looked up in the
+    table itself; for fingerprint queries the index reads the rows other processes added at most
+    `max_staleness` seconds ago (a row this process adds is indexed at once), so every process answers
+    the same within that bound.
     """
 
-    def __init__(self, engine):
+    def __init__(self, engine, max_staleness: float = 1.0):
         self.engine = engine
+        self.max_staleness = max_staleness
         self._index = FingerprintIndex()
         self._last_id = 0
+        self._refreshed_at = float("-inf")
         self._lock = threading.Lock()
         self._refresh()
 
@@ -67,7 +72,8 @@ class DatabaseRegistry:
         return _entry(row) if row else None
 
     def candidates(self, query: Fingerprints, frame_threshold: int, face_threshold: int) -> list[Candidate]:
-        self._refresh()
+        if time.monotonic() - self._refreshed_at >= self.max_staleness:
+            self._refresh()
         hits = self._index.search(query, frame_threshold, face_threshold)
         if not hits:
             return []
@@ -128,6 +134,7 @@ class DatabaseRegistry:
         """Append rows that other processes (or this one) added since the last refresh, in batches."""
         columns = (RegisteredImage.id, RegisteredImage.payload, RegisteredImage.frame_hashes, RegisteredImage.face_hash)
         with self._lock, Session(self.engine) as session:
+            self._refreshed_at = time.monotonic()
             while rows := session.exec(
                 select(*columns).where(RegisteredImage.id > self._last_id).order_by(RegisteredImage.id).limit(batch)
             ).all():

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from provenance import disclose_image
@@ -43,8 +45,10 @@ def test_round_trip_of_64_bit_values(database_url):
 
 def test_every_process_sees_new_rows(database_url):
     first = DatabaseRegistry(engine_for(database_url))
-    second = DatabaseRegistry(engine_for(database_url))  # e.g. another API replica
+    second = DatabaseRegistry(engine_for(database_url), max_staleness=0.2)  # e.g. another API replica
     first.add(_entry(42, frame=0xFFFF, face=0x1234))
+    assert second.find_payload(42) is not None  # payloads: always current
+    time.sleep(0.25)  # fingerprints: current within max_staleness
     hits = second.candidates(Fingerprints(frame=(0xFFFF,), face=0x1234), 10, 12)
     assert [(hit.entry.payload, hit.frame_distance, hit.face_distance) for hit in hits] == [(42, 0, 0)]
     assert second.count() == 1

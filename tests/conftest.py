@@ -24,6 +24,23 @@ def encode(image: Image.Image, image_format: str, **options) -> bytes:
     return buffer.getvalue()
 
 
+def signed_capture(store: CredentialStore, jpeg: bytes, *assertions: dict) -> bytes:
+    """A JPEG signed as a camera capture (`digitalCapture`) by `store`, with any extra assertions."""
+    import c2pa
+
+    created = {
+        "action": "c2pa.created",
+        "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture",
+    }
+    manifest = {
+        "claim_generator_info": [{"name": "test camera", "version": "1.0"}],
+        "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [created]}}, *assertions],
+    }
+    signed = io.BytesIO()
+    c2pa.Builder(manifest).sign(store.signing_identity().c2pa_signer(), "image/jpeg", io.BytesIO(jpeg), signed)
+    return signed.getvalue()
+
+
 def face_image(name: str = "img1.jpg", size: int = 1024) -> Image.Image:
     with Image.open(FACES / name) as image:
         return image.convert("RGB").resize((size, size))

@@ -19,7 +19,7 @@ from provenance import ImageLimits, verify_image
 from provenance.registry import InMemoryRegistry
 from scoring.faces import DlibBackend
 from service.cli import app
-from tests.conftest import FACES
+from tests.conftest import FACES, signed_capture
 
 PHOTOS = ["img1.jpg", "img2.jpg", "img4.jpg", "img5.jpg", "img6.jpg"]  # one person
 FAST = TrainingConfig(steps=8, rank=4, alpha=8, learning_rate=1e-3, resolution=64, seed=3, checkpoint_every=4)
@@ -124,27 +124,8 @@ def test_rendering_is_deterministic(model):
 
 def _photo_forbidding_training(store) -> bytes:
     """A camera photo whose own Content Credentials say: not for AI training."""
-    manifest = {
-        "claim_generator_info": [{"name": "test camera"}],
-        "assertions": [
-            {
-                "label": "c2pa.actions.v2",
-                "data": {
-                    "actions": [
-                        {
-                            "action": "c2pa.created",
-                            "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture",
-                        }
-                    ]
-                },
-            },
-            {"label": "c2pa.training-mining", "data": {"entries": {"c2pa.ai_training": {"use": "notAllowed"}}}},
-        ],
-    }
-    signed = io.BytesIO()
-    source = io.BytesIO((FACES / "img7.jpg").read_bytes())
-    c2pa.Builder(manifest).sign(store.signing_identity().c2pa_signer(), "image/jpeg", source, signed)
-    return signed.getvalue()
+    forbid = {"label": "c2pa.training-mining", "data": {"entries": {"c2pa.ai_training": {"use": "notAllowed"}}}}
+    return signed_capture(store, (FACES / "img7.jpg").read_bytes(), forbid)
 
 
 def test_do_not_train_photos_are_refused_unless_licensed(store, provenance):

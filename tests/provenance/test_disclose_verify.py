@@ -15,7 +15,7 @@ from provenance import (
     verify_path,
 )
 from provenance.disclose import TRAINED_ALGORITHMIC_MEDIA
-from tests.conftest import encode, face_image
+from tests.conftest import encode, face_image, signed_capture
 
 REFERENCES = ["img2.jpg", "img3.jpg", "img4.jpg"]
 
@@ -145,30 +145,8 @@ def test_untrusted_signer(foreign_store, store, registry, headshot_jpeg):
 
 
 def test_trusted_capture_manifest(store):
-    manifest = {
-        "claim_generator_info": [{"name": "test camera", "version": "1.0"}],
-        "assertions": [
-            {
-                "label": "c2pa.actions.v2",
-                "data": {
-                    "actions": [
-                        {
-                            "action": "c2pa.created",
-                            "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture",
-                        }
-                    ]
-                },
-            }
-        ],
-    }
-    signed = io.BytesIO()
-    c2pa.Builder(manifest).sign(
-        store.signing_identity().c2pa_signer(),
-        "image/jpeg",
-        io.BytesIO(encode(face_image("img5.jpg", 256), "JPEG")),
-        signed,
-    )
-    verdict = verify_image(signed.getvalue(), store.trust_anchors())
+    signed = signed_capture(store, encode(face_image("img5.jpg", 256), "JPEG"))
+    verdict = verify_image(signed, store.trust_anchors())
     assert verdict.label == "capture_verified"
     assert verdict.ai_generated is False
     assert verdict.c2pa.claim_generator == "test camera 1.0"

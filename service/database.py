@@ -1,4 +1,4 @@
-"""The database engine: SQLite in the data directory by default, any SQLAlchemy URL otherwise."""
+"""The database engine: SQLite in the data directory by default; PostgreSQL (`postgresql+psycopg://...`) too."""
 
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +13,7 @@ def engine_for(url: str) -> Engine:
     import service.registry
     import service.tables  # noqa: F401
 
-    options = {}
+    options: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"check_same_thread": False, "timeout": 30}

@@ -7,7 +7,7 @@ import time
 from functools import lru_cache
 
 import numpy as np
-from sqlalchemy import BigInteger, Column, LargeBinary, Text, func
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, Text, cast, func
 from sqlmodel import Field, Session, SQLModel, select
 
 from provenance.fingerprint import FRAME_VARIANTS, Fingerprints
@@ -112,7 +112,7 @@ class DatabaseRegistry:
             total, watermarked, first, last = session.exec(
                 select(
                     func.count(),
-                    func.sum(RegisteredImage.watermarked),
+                    func.sum(cast(RegisteredImage.watermarked, Integer)),
                     func.min(RegisteredImage.created_at),
                     func.max(RegisteredImage.created_at),
                 )

@@ -106,3 +106,32 @@ def tiny_config(tiny_model, tmp_path_factory) -> Path:
     config = tmp_path_factory.mktemp("tiny-sdxl-config") / "config"
     shutil.copytree(tiny_model, config, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
     return config
+
+
+POSTGRES_ADMIN_URL = os.environ.get("HEADSHOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A fresh, empty database on each engine: SQLite in tmp, or a new PostgreSQL database (skipped without one)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'headshot.db'}"
+        return
+    import uuid
+
+    import psycopg
+
+    name = f"headshot_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {POSTGRES_ADMIN_URL}: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    from service.database import engine_for
+
+    engine_for(url).dispose()  # the cached engine the test used: close its pooled connections
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -32,9 +32,14 @@ PACK = {
 
 
 @pytest.fixture
-def settings(tmp_path, tiny_model):
+def settings(tmp_path, tiny_model, database_url):
+    """Every test here runs on SQLite and on PostgreSQL."""
     return Settings(
-        data_dir=tmp_path / "data", max_upload_bytes=3_000_000, sdxl_model=tiny_model, rate_limit_per_minute=100_000
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        max_upload_bytes=3_000_000,
+        sdxl_model=tiny_model,
+        rate_limit_per_minute=100_000,
     )
 
 
@@ -153,8 +158,8 @@ def test_bad_requests(client, keys):
     assert no_photos.status_code == 409 and "no accepted reference photo" in no_photos.json()["detail"]
 
 
-def test_generation_without_a_model_is_503(tmp_path, keys):
-    settings = Settings(data_dir=tmp_path / "data")  # same database as the keys fixture
+def test_generation_without_a_model_is_503(tmp_path, keys, database_url):
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)  # the keys fixture's database
     with TestClient(create_app(settings)) as client:
         studio = auth(keys["studio"])
         subject = client.post("/v1/subjects", json={"display_name": "x", "consent": CONSENT}, headers=studio).json()

@@ -1,6 +1,7 @@
 import time
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from provenance import disclose_image
 from provenance.fingerprint import Fingerprints
@@ -8,11 +9,6 @@ from provenance.registry import RegistryEntry
 from service.database import engine_for
 from service.registry import DatabaseRegistry
 from tests.conftest import encode, face_image
-
-
-@pytest.fixture
-def database_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'registry.db'}"
 
 
 def _entry(payload: int, frame: int, face: int | None) -> RegistryEntry:
@@ -59,7 +55,7 @@ def test_every_process_sees_new_rows(database_url):
 def test_duplicate_payload_is_refused(database_url):
     registry = DatabaseRegistry(engine_for(database_url))
     registry.add(_entry(7, 1, None))
-    with pytest.raises(Exception, match="UNIQUE"):
+    with pytest.raises(IntegrityError):
         registry.add(_entry(7, 2, None))
     assert registry.count() == 1
 

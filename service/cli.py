@@ -17,6 +17,8 @@ app = typer.Typer(
 )
 credentials_app = typer.Typer(help="This installation's C2PA signing credentials.", no_args_is_help=True)
 app.add_typer(credentials_app, name="credentials")
+db_app = typer.Typer(help="The database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 keys_app = typer.Typer(
     help="API keys of the HTTP service (roles: admin, studio, verifier, auditor).", no_args_is_help=True
 )
@@ -293,6 +295,24 @@ def _print_reports(reports, failures, identity) -> None:
     for failure in failures:
         console.print(f"[red]error[/red] {failure['file']}: {failure['error']}", highlight=False)
     console.print(reports[0].notes[0] if reports else "", highlight=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations to HEADSHOT_DATABASE_URL (SQLite is upgraded on first use anyway)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    from service.database import current_revision, upgrade
+
+    settings = _settings()
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        before = current_revision(engine)
+        after = upgrade(engine)
+    except OperationalError as exc:
+        _fail(f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: {exc.orig}")
+    console.print(f"database schema at {after}" + (" (was already)" if before == after else f" (was {before})"))
 
 
 @keys_app.command("create")

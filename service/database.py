@@ -1,22 +1,68 @@
-"""The database engine: SQLite in the data directory by default; PostgreSQL (`postgresql+psycopg://...`) too."""
+"""The database: SQLite in the data directory by default, PostgreSQL (`postgresql+psycopg://...`) too.
+
+The schema is managed by Alembic migrations (`service/migrations/`). An embedded SQLite database is brought
+up to date on first use; a shared PostgreSQL database is upgraded by the operator (`headshot db upgrade`),
+so that several replicas starting at once never race to migrate it.
+"""
 
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine
-from sqlmodel import SQLModel, create_engine
+from sqlalchemy import Engine, create_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be used as it is; the message says what to do."""
 
 
 @lru_cache(maxsize=4)
 def engine_for(url: str) -> Engine:
-    """One engine per database URL and process, with the schema created."""
-    import service.registry
-    import service.tables  # noqa: F401
-
+    """One engine per database URL and process, with an up-to-date schema."""
     options: dict = {"pool_pre_ping": True}
-    if url.startswith("sqlite:///"):
+    sqlite = url.startswith("sqlite:///")
+    if sqlite:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"check_same_thread": False, "timeout": 30}
     engine = create_engine(url, **options)
-    SQLModel.metadata.create_all(engine)
+    if sqlite:
+        upgrade(engine)
+    elif current_revision(engine) != head_revision():
+        raise DatabaseError(
+            f"the database schema is not up to date (at {current_revision(engine) or 'nothing'}, needs "
+            f"{head_revision()}); run `headshot db upgrade` once"
+        )
     return engine
+
+
+def upgrade(engine: Engine) -> str:
+    """Apply every pending migration; returns the revision now current."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        config = _config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    return current_revision(engine)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def _config():
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config

@@ -129,6 +129,13 @@ def database_url(request, tmp_path) -> str:
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
+    from sqlalchemy import create_engine
+
+    from service.database import upgrade
+
+    migrating = create_engine(url)
+    upgrade(migrating)  # as `headshot db upgrade` does: a shared database is migrated by its operator
+    migrating.dispose()
     yield url
     from service.database import engine_for
 

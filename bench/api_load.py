@@ -13,6 +13,7 @@ The load generator shares the machine's cores with the service.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -143,11 +144,9 @@ def measure(clients: list[int], seconds: float, max_requests: int) -> dict:
             while True:
                 if server.poll() is not None:
                     raise RuntimeError(f"the service exited ({server.returncode}): {(work / 'serve.log').read_text()}")
-                try:
+                with contextlib.suppress(httpx.HTTPError):  # not listening yet
                     if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                         break
-                except httpx.HTTPError:
-                    pass
                 if time.monotonic() > deadline:
                     raise RuntimeError("the service did not answer /healthz within 60 s")
                 time.sleep(0.2)

@@ -2,6 +2,8 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -111,15 +113,14 @@ def tiny_config(tiny_model, tmp_path_factory) -> Path:
 POSTGRES_ADMIN_URL = os.environ.get("HEADSHOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path) -> str:
-    """A fresh, empty database on each engine: SQLite in tmp, or a new PostgreSQL database (skipped without one)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'headshot.db'}"
-        return
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped afterwards); skips the test when no server listens."""
     import uuid
 
     import psycopg
+
+    from service.database import engine_for
 
     name = f"headshot_test_{uuid.uuid4().hex[:12]}"
     try:
@@ -129,16 +130,26 @@ def database_url(request, tmp_path) -> str:
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        engine_for.cache_clear()
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """A fresh database on each engine: SQLite in tmp, or a new, migrated PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'headshot.db'}"
+        return
     from sqlalchemy import create_engine
 
     from service.database import upgrade
 
-    migrating = create_engine(url)
-    upgrade(migrating)  # as `headshot db upgrade` does: a shared database is migrated by its operator
-    migrating.dispose()
-    yield url
-    from service.database import engine_for
-
-    engine_for(url).dispose()  # the cached engine the test used: close its pooled connections
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_database() as url:
+        migrating = create_engine(url)
+        upgrade(migrating)  # as `headshot db upgrade` does: a shared database is migrated by its operator
+        migrating.dispose()
+        yield url

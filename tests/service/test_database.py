@@ -1,9 +1,9 @@
 import pytest
-from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
 from service.cli import app
 from service.database import DatabaseError, _config, current_revision, engine_for, head_revision
+from tests.conftest import fresh_postgres_database
 
 
 def test_migrations_match_the_tables(tmp_path):
@@ -19,21 +19,7 @@ def test_migrations_match_the_tables(tmp_path):
 
 
 def test_postgres_needs_db_upgrade(tmp_path, monkeypatch):
-    import uuid
-
-    import psycopg
-
-    from tests.conftest import POSTGRES_ADMIN_URL
-
-    name = f"headshot_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
-    try:
+    with fresh_postgres_database() as url:
         with pytest.raises(DatabaseError, match="run `headshot db upgrade` once"):
             engine_for(url)
         monkeypatch.setenv("HEADSHOT_DATA_DIR", str(tmp_path))
@@ -46,11 +32,6 @@ def test_postgres_needs_db_upgrade(tmp_path, monkeypatch):
         engine = engine_for(url)
         assert current_revision(engine) == head_revision()
         engine.dispose()
-    finally:
-        engine_for.cache_clear()
-        create_engine(url).dispose()
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_unreachable_database_is_a_clear_error(tmp_path, monkeypatch):

@@ -38,6 +38,14 @@ def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterato
         yield session
 
 
+def get_owned(session: Session, caller: Caller, table, object_id: str, noun: str):
+    """The row if the caller's tenant owns it; another tenant's row is 404, as if it did not exist."""
+    row = session.get(table, object_id)
+    if row is None or not caller.sees(row.tenant):
+        raise HTTPException(404, f"no {noun} {object_id}")
+    return row
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

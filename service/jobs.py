@@ -9,7 +9,6 @@ has succeeded, in one transaction, so nothing half-made is ever listed.
 import datetime as dt
 import json
 import queue
-import shutil
 import threading
 from pathlib import Path
 
@@ -227,9 +226,6 @@ class JobRunner:
                 setattr(job, key, value)
             session.add(job)
             session.commit()
-
-    def erase_job_files(self, job_id: str) -> None:
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
 
 def _now() -> dt.datetime:

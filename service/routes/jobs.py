@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
-from service.deps import Caller, SessionDep, SettingsDep, audit, require
+from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
 from service.routes.subjects import get_subject
 from service.tables import Headshot, Job, Photo
 
@@ -60,10 +60,7 @@ def job_out(job: Job) -> dict:
 
 
 def get_job(session, caller: Caller, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or not caller.sees(job.tenant):
-        raise HTTPException(404, f"no job {job_id}")
-    return job
+    return get_owned(session, caller, Job, job_id, "job")
 
 
 @router.post("/v1/subjects/{subject_id}/jobs", status_code=202)
@@ -178,9 +175,7 @@ def download_headshot(headshot_id: str, caller: Studio, session: SessionDep):
     """The disclosed file (there is no undisclosed one). Downloading it marks it delivered."""
     import datetime as dt
 
-    headshot = session.get(Headshot, headshot_id)
-    if headshot is None or not caller.sees(headshot.tenant):
-        raise HTTPException(404, f"no headshot {headshot_id}")
+    headshot = get_owned(session, caller, Headshot, headshot_id, "headshot")
     if headshot.delivered_at is None:
         headshot.delivered_at = dt.datetime.now(dt.UTC)
         session.add(headshot)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
-from service.deps import Caller, SessionDep, SettingsDep, audit, require
+from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
 from service.tables import Headshot, Job, Photo, Subject, Tombstone
 from service.uploads import image_error, read_upload
 
@@ -48,11 +48,7 @@ def subject_out(subject: Subject) -> dict:
 
 
 def get_subject(session, caller: Caller, subject_id: str) -> Subject:
-    """The subject if the caller's tenant owns it; another tenant's subject is 404, as if it did not exist."""
-    subject = session.get(Subject, subject_id)
-    if subject is None or not caller.sees(subject.tenant):
-        raise HTTPException(404, f"no subject {subject_id}")
-    return subject
+    return get_owned(session, caller, Subject, subject_id, "subject")
 
 
 @router.post("/v1/subjects", status_code=201)

@@ -1,12 +1,37 @@
 """Request rate limits: a token bucket per API key, and per client address on the public page.
 
-Each bucket holds `per_minute` tokens and refills continuously; a request takes one. The buckets live in
-this process (one service process by default); a bucket that is empty answers how long to wait.
+Each bucket holds `per_minute` tokens and refills continuously; a request takes one; a bucket that is empty
+answers how long to wait. `RateLimiter` keeps the buckets in this process (one service process by default);
+`RedisRateLimiter` keeps them in Redis, so every replica draws on one budget. `rate_limiter` picks between them.
 """
 
+import logging
 import math
 import threading
 import time
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+# KEYS[1]: the bucket's hash; ARGV: capacity, tokens per second, expiry in ms. Returns the wait (a string:
+# Redis truncates Lua numbers to integers). The clock is the Redis server's, so replicas' clocks don't matter.
+TAKE_SCRIPT = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, last = tonumber(state[1]) or capacity, tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - last) * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return tostring(wait)
+"""
 
 
 class RateLimiter:
@@ -32,3 +57,76 @@ class RateLimiter:
     @staticmethod
     def retry_after(wait: float) -> str:
         return str(max(1, math.ceil(wait)))
+
+
+class RedisRateLimiter:
+    """The same token buckets, shared through Redis by every replica: one atomic Lua script per request.
+
+    Keys are `<prefix>:<name>:<bucket>` (e.g. `headshot:rate:key:<key id>`), hashes of tokens and last refill
+    time; a bucket untouched for a minute has refilled, so it expires then and idle buckets vanish.
+
+    Fail-open: if Redis cannot be reached (or answers an error), requests are allowed rather than refused or
+    turned into 500s, with one warning per outage; Redis is tried again at most every `RECONNECT_SECONDS`.
+    """
+
+    RECONNECT_SECONDS = 5.0
+    EXPIRY_MS = 60_000  # any bucket left alone this long is full again, as a missing one is
+
+    def __init__(
+        self, per_minute: int, url: str, name: str, *, prefix: str = "headshot:rate", clock=time.monotonic
+    ) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.capacity = float(per_minute)
+        self.refill_per_second = per_minute / 60.0
+        self.key_prefix = f"{prefix}:{name}:"
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+            retry=Retry(NoBackoff(), retries=1),  # one quick retry: a pooled connection may be stale
+        )
+        self._take = self._redis.register_script(TAKE_SCRIPT)
+        self._clock = clock
+        self._where = _without_password(url)
+        self._down_since: float | None = None  # monotonic time of the last failure while Redis is out
+        self._lock = threading.Lock()
+
+    def take(self, bucket: str) -> float:
+        """Take a token; 0 if allowed (also while Redis is unreachable), else the seconds to wait."""
+        import redis
+
+        if self._down_since is not None and self._clock() - self._down_since < self.RECONNECT_SECONDS:
+            return 0.0
+        try:
+            wait = float(
+                self._take(
+                    keys=[self.key_prefix + bucket], args=[self.capacity, self.refill_per_second, self.EXPIRY_MS]
+                )
+            )
+        except redis.RedisError as exc:
+            with self._lock:
+                if self._down_since is None:
+                    log.warning("rate limits off: Redis at %s unreachable (%s); allowing requests", self._where, exc)
+                self._down_since = self._clock()
+            return 0.0
+        if self._down_since is not None:
+            with self._lock:
+                if self._down_since is not None:
+                    log.warning("rate limits on again: Redis at %s answers", self._where)
+                self._down_since = None
+        return wait
+
+    retry_after = staticmethod(RateLimiter.retry_after)
+
+
+def rate_limiter(per_minute: int, name: str, redis_url: str | None) -> RateLimiter | RedisRateLimiter:
+    """Buckets shared through Redis when `redis_url` is set, else buckets in this process."""
+    return RedisRateLimiter(per_minute, redis_url, name) if redis_url else RateLimiter(per_minute)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

@@ -5,6 +5,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from PIL import Image
@@ -110,6 +111,15 @@ def tiny_config(tiny_model, tmp_path_factory) -> Path:
     return config
 
 
+def require_server(name: str, reason: str) -> NoReturn:
+    """Skip the test because server `name` does not answer (`reason` says why), or fail it instead when
+    HEADSHOT_TEST_REQUIRE_SERVERS=1, as a run that must exercise every server sets."""
+    message = f"no {name} server: {reason}"
+    if os.environ.get("HEADSHOT_TEST_REQUIRE_SERVERS") == "1":
+        pytest.fail(f"{message} (HEADSHOT_TEST_REQUIRE_SERVERS=1)")
+    pytest.skip(message)
+
+
 POSTGRES_ADMIN_URL = os.environ.get("HEADSHOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -126,7 +136,7 @@ def fresh_postgres_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {POSTGRES_ADMIN_URL}: {exc}")
+        require_server("PostgreSQL", f"{POSTGRES_ADMIN_URL}: {exc}")
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"

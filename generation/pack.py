@@ -1,7 +1,8 @@
 """The pack pipeline: reference photos in; a LoRA, disclosed and scored headshots, report.json and index.html out.
 
 references (original bytes) -> training permission (their own credentials) -> scoring's reference check
--> identity LoRA -> render N per style -> score -> disclose every image -> top k -> report + contact sheet
+-> identity LoRA -> render N per style and disclose every image -> score the disclosed files -> top k
+-> report + contact sheet. The service runs the three parts as separate stages (train, render, score).
 """
 
 import datetime as dt
@@ -9,12 +10,12 @@ import html
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from generation.permissions import training_permission
 from generation.presets import StylePreset
-from generation.render import RenderedImage, render
+from generation.render import render
 from generation.training import TrainingConfig, TrainingProgress, smoothed, train_identity_lora, use_saved_lora
 
 
@@ -94,6 +95,43 @@ def accept_references(references: Sequence[ReferenceInput], provenance: Provenan
     return identity, decisions, accepted
 
 
+@dataclass(frozen=True)
+class DisclosedImage:
+    """A rendered image as it leaves memory: signed, watermarked and registered (there is no other form)."""
+
+    name: str  # <style>-<seed>.png
+    data: bytes
+    style: str
+    seed: int
+    parameters: dict
+    manifest_label: str
+    payload: int
+    watermarked: bool
+
+    def describe(self) -> dict:
+        """What a stage hands to the next one beside the file itself (JSON)."""
+        return {
+            "name": self.name,
+            "style": self.style,
+            "seed": self.seed,
+            "parameters": self.parameters,
+            "manifest_label": self.manifest_label,
+            "payload": self.payload,
+            "watermarked": self.watermarked,
+        }
+
+    @classmethod
+    def described(cls, description: dict, data: bytes) -> "DisclosedImage":
+        return cls(data=data, **description)
+
+
+@dataclass(frozen=True)
+class RenderedPack:
+    model: dict  # source, sha256, device, dtype
+    lora: dict  # file, sha256
+    images: list[DisclosedImage]
+
+
 def make_pack(
     model,
     references: Sequence[ReferenceInput],
@@ -105,7 +143,7 @@ def make_pack(
     on_image: Callable[[int, int], None] | None = None,
     trained_lora: Path | None = None,
 ) -> dict:
-    """Train (unless `trained_lora` is given), render, score and disclose a pack into `out_dir`.
+    """Train (unless `trained_lora` is given), render and disclose, then score a pack into `out_dir`.
 
     Returns the report, also written to report.json next to index.html.
     """
@@ -127,44 +165,15 @@ def make_pack(
             raise PackError(f"training stopped at step {training.steps_done}; run again to resume from the checkpoint")
     else:
         lora_dir = Path(trained_lora)
-        training = _existing_training(lora_dir)
-    use_saved_lora(model.pipeline, lora_dir)
-    model_hashes = {"sdxl-base": model.sha256, "identity-lora": training.lora_sha256}
-
-    rendered = render(
-        model.pipeline,
-        settings.styles,
-        settings.training.subject,
-        settings.count,
-        seed=settings.seed,
-        steps=settings.inference_steps,
-        size=settings.size,
-        progress=on_image,
+    rendered = render_disclosed(
+        model, lora_dir, [reference.sha256 for reference, _ in accepted], settings, provenance, on_image
     )
-    images = _score_and_disclose(
-        rendered, identity, backend, accepted, model, model_hashes, out_dir, settings, provenance
-    )
-    report = {
-        "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "references": decisions,
-        "identity": {"backend": identity.backend, "accepted": len(identity.accepted), "spread": identity.spread},
-        "model": {
-            "source": str(model.source),
-            "sha256": model.sha256,
-            "device": model.device,
-            "dtype": model.dtype_name,
-        },
-        "lora": {"file": str(training.lora_path), "sha256": training.lora_sha256},
-        "training": {
-            "config": asdict(settings.training),
-            "loss": training.losses,
-            "loss_smoothed": smoothed(training.losses),
-            "resumed_from": training.resumed_from,
-        },
-        "images": images,
-        "top_k": [image["file"] for image in images if image["kept"]],
-        "notes": ["Hands were not checked: no hand model is available offline."],
-    }
+    images_dir = out_dir / "images"
+    images_dir.mkdir(exist_ok=True)
+    for image in rendered.images:
+        _write_atomically(images_dir / image.name, image.data)
+    entries = score_disclosed(rendered.images, identity, backend, settings.top_k, provenance)
+    report = pack_report(rendered, decisions, identity, training_record(lora_dir), entries)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "index.html").write_text(contact_sheet(report))
     return report
@@ -175,71 +184,136 @@ def model_record(model, decisions: list[dict]) -> dict:
     return {"base_model": {"source": str(model.source), "sha256": model.sha256}, "references": decisions}
 
 
-def _existing_training(lora_dir: Path):
-    """The record of a LoRA trained earlier (`headshot train`)."""
-    from generation.training import LORA_FILE, TrainingResult, file_sha256
+def training_record(lora_dir: Path) -> dict:
+    """The training.json of a LoRA trained earlier (`headshot train`, or a train stage)."""
+    from generation.training import LORA_FILE
 
-    path = lora_dir / LORA_FILE
-    if not path.exists():
+    if not (Path(lora_dir) / LORA_FILE).exists():
         raise PackError(f"no {LORA_FILE} in {lora_dir}; train one with `headshot train --out {lora_dir}`")
     try:
-        record = json.loads((lora_dir / "training.json").read_text())
+        return json.loads((Path(lora_dir) / "training.json").read_text())
     except (OSError, ValueError):
-        record = {}
-    return TrainingResult(
-        path, file_sha256(path), len(record.get("losses", [])), record.get("losses", []), record.get("resumed_from", 0)
+        return {}
+
+
+def render_disclosed(
+    model,
+    lora_dir: Path,
+    reference_hashes: Sequence[str],
+    settings: PackSettings,
+    provenance: Provenance,
+    on_image: Callable[[int, int], None] | None = None,
+) -> RenderedPack:
+    """Render `settings.count` images per style with the LoRA in `lora_dir` and disclose each one.
+
+    Pixels never leave this function undisclosed: each image is watermarked, signed (reference photos as
+    ingredients, base model and LoRA hashes) and registered before it is returned.
+    """
+    from generation.training import LORA_FILE, file_sha256
+    from provenance import disclose_image
+
+    lora_path = Path(lora_dir) / LORA_FILE
+    if not lora_path.exists():
+        raise PackError(f"no {LORA_FILE} in {lora_dir}; train one with `headshot train --out {lora_dir}`")
+    lora = {"file": str(lora_path), "sha256": file_sha256(lora_path)}
+    use_saved_lora(model.pipeline, lora_dir)
+    rendered = render(
+        model.pipeline,
+        settings.styles,
+        settings.training.subject,
+        settings.count,
+        seed=settings.seed,
+        steps=settings.inference_steps,
+        size=settings.size,
+        progress=on_image,
     )
-
-
-def _score_and_disclose(
-    rendered: list[RenderedImage], identity, backend, accepted, model, model_hashes, out_dir, settings, provenance
-) -> list[dict]:
-    from provenance import disclose_image, verify_image
-    from scoring.score import score_candidate, select_top
-
-    names = [f"{image.style}-{image.seed}.png" for image in rendered]
-    reports = select_top(
-        [
-            score_candidate(name, image.pixels, identity, backend, style=image.style)
-            for name, image in zip(names, rendered, strict=True)
-        ],
-        settings.top_k,
-    )
-    by_name = {report.file: report for report in reports}
     generator = f"Stable Diffusion XL ({model.source.name}) with an identity LoRA"
-    images_dir = out_dir / "images"
-    images_dir.mkdir(exist_ok=True)
-    entries = []
-    for name, image in zip(names, rendered, strict=True):
+    model_hashes = {"sdxl-base": model.sha256, "identity-lora": lora["sha256"]}
+    images = []
+    for image in rendered:
         buffer = io.BytesIO()
         image.pixels.save(buffer, "PNG")
         disclosure = disclose_image(
             buffer.getvalue(),
             provenance.signing_identity,
             provenance.registry,
-            reference_hashes=[reference.sha256 for reference, _ in accepted],
+            reference_hashes=reference_hashes,
             generator=generator,
             model_hashes=model_hashes,
             limits=provenance.limits,
         )
-        path = images_dir / name
-        _write_atomically(path, disclosure.data)
-        verdict = verify_image(disclosure.data, provenance.trust, provenance.limits)
-        report = by_name[name]
+        images.append(
+            DisclosedImage(
+                name=f"{image.style}-{image.seed}.png",
+                data=disclosure.data,
+                style=image.style,
+                seed=image.seed,
+                parameters=image.parameters,
+                manifest_label=disclosure.manifest_label,
+                payload=disclosure.payload,
+                watermarked=disclosure.watermarked,
+            )
+        )
+    described = {"source": str(model.source), "sha256": model.sha256, "device": model.device, "dtype": model.dtype_name}
+    return RenderedPack(described, lora, images)
+
+
+def score_disclosed(
+    images: Sequence[DisclosedImage], identity, backend, top_k: int, provenance: Provenance
+) -> list[dict]:
+    """Score the disclosed files (what the person receives), rank them and keep the top k; one entry each."""
+    from provenance import verify_image
+    from provenance.images import decode_image
+    from scoring.score import score_candidate, select_top
+
+    reports = select_top(
+        [
+            score_candidate(
+                image.name, decode_image(image.data, provenance.limits), identity, backend, style=image.style
+            )
+            for image in images
+        ],
+        top_k,
+    )
+    by_name = {report.file: report for report in reports}
+    entries = []
+    for image in images:
+        verdict = verify_image(image.data, provenance.trust, provenance.limits)
         entries.append(
             {
-                **report.as_dict(),
-                "file": str(path.relative_to(out_dir)),
+                **by_name[image.name].as_dict(),
+                "file": f"images/{image.name}",
                 "style": image.style,
                 "seed": image.seed,
                 "parameters": image.parameters,
                 "label": verdict.label,
-                "manifest_label": disclosure.manifest_label,
-                "watermark_payload": f"{disclosure.payload:016x}",
-                "watermarked": disclosure.watermarked,
+                "manifest_label": image.manifest_label,
+                "watermark_payload": f"{image.payload:016x}",
+                "watermarked": image.watermarked,
             }
         )
     return sorted(entries, key=lambda entry: entry["rank"])
+
+
+def pack_report(rendered: RenderedPack, decisions: list[dict], identity, training: dict, entries: list[dict]) -> dict:
+    """report.json: the references and their verdicts, the model and LoRA, the training curve, every image."""
+    losses = training.get("losses", [])
+    return {
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "references": decisions,
+        "identity": {"backend": identity.backend, "accepted": len(identity.accepted), "spread": identity.spread},
+        "model": rendered.model,
+        "lora": rendered.lora,
+        "training": {
+            "config": training.get("config", {}),
+            "loss": losses,
+            "loss_smoothed": smoothed(losses),
+            "resumed_from": training.get("resumed_from", 0),
+        },
+        "images": entries,
+        "top_k": [image["file"] for image in entries if image["kept"]],
+        "notes": ["Hands were not checked: no hand model is available offline."],
+    }
 
 
 def contact_sheet(report: dict) -> str:
@@ -266,6 +340,10 @@ def contact_sheet(report: dict) -> str:
         f"<li>{html.escape(r['name'])}: {'accepted' if r['accepted'] else 'rejected'} ({html.escape(r['reason'])})</li>"
         for r in report["references"]
     )
+    smoothed_losses = report["training"]["loss_smoothed"]
+    final_loss = (
+        f"final training loss (smoothed) {smoothed_losses[-1]:.4f}" if smoothed_losses else "no training record"
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>headshot pack</title>
 <style>
@@ -282,7 +360,7 @@ and a fingerprint in the registry. {len(report["top_k"])} kept of {len(report["i
 Hands were not checked.</p>
 <p>Base model <code>{report["model"]["sha256"][:16]}…</code>,
 identity LoRA <code>{report["lora"]["sha256"][:16]}…</code>,
-final training loss (smoothed) {report["training"]["loss_smoothed"][-1]:.4f}.</p>
+{final_loss}.</p>
 <h2>Reference photos</h2><ul>{references}</ul>
 <h2>Images</h2><div class="grid">
 {chr(10).join(cards)}

@@ -86,11 +86,13 @@ def train_identity_lora(
     progress: Callable[[TrainingProgress], None] | None = None,
     resume: bool = True,
     record: dict | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainingResult:
     """Train and save a LoRA (diffusers format, with adapter metadata) into `output_dir`.
 
     Checkpoints go to `output_dir/checkpoints/` every `config.checkpoint_every` steps and when a progress
-    callback raises TrainingStopped; with `resume`, the latest checkpoint is picked up. `record` (e.g. the
+    callback raises TrainingStopped; with `resume`, the latest checkpoint is picked up; `on_checkpoint` is called
+    with each new checkpoint folder (to copy it to shared storage). `record` (e.g. the
     reference photos' hashes, acceptance reasons and licence notes, the base model's hash) is written into
     `training.json` beside the LoRA, the model's record.
     """
@@ -174,13 +176,13 @@ def train_identity_lora(
             step += 1
             losses.append(loss.item())
             if step % config.checkpoint_every == 0 or step == config.steps:
-                _save_checkpoint(checkpoints, step, unet, optimizer, losses, get_peft_model_state_dict)
+                _save_checkpoint(checkpoints, step, unet, optimizer, losses, get_peft_model_state_dict, on_checkpoint)
             if progress:
                 elapsed = time.monotonic() - started
                 eta = elapsed / (step - start_step) * (config.steps - step)
                 progress(TrainingProgress(step, config.steps, losses[-1], eta))
     except TrainingStopped:
-        _save_checkpoint(checkpoints, step, unet, optimizer, losses, get_peft_model_state_dict)
+        _save_checkpoint(checkpoints, step, unet, optimizer, losses, get_peft_model_state_dict, on_checkpoint)
         unet.eval()
         return TrainingResult(None, None, step, losses, start_step)
     unet.eval()
@@ -221,7 +223,7 @@ def _latest_checkpoint(directory: Path) -> Path | None:
     return max(candidates, key=lambda path: int(path.name.removeprefix("step-")), default=None)
 
 
-def _save_checkpoint(directory: Path, step: int, unet, optimizer, losses, get_state) -> None:
+def _save_checkpoint(directory: Path, step: int, unet, optimizer, losses, get_state, on_checkpoint=None) -> None:
     """Write to a temporary folder and rename it, so an interrupted write never looks like a checkpoint."""
     import shutil
 
@@ -238,6 +240,8 @@ def _save_checkpoint(directory: Path, step: int, unet, optimizer, losses, get_st
         partial / "state.pt",
     )
     partial.rename(final)
+    if on_checkpoint:
+        on_checkpoint(final)
 
 
 def use_saved_lora(pipeline, lora_dir: Path) -> None:

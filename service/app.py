@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from service.limits import RateLimiter
+from service.limits import rate_limiter
 from service.routes import audit, jobs, subjects, verify
 from service.settings import Settings
 
@@ -17,10 +17,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from service.database import engine_for
-        from service.jobs import JobRunner
+        if settings.broker_url:  # stages go to `headshot worker`s through Celery
+            from service.worker import CeleryDispatcher
 
-        app.state.jobs = JobRunner(settings, engine_for(settings.resolved_database_url))
+            app.state.jobs = CeleryDispatcher(settings)
+        else:
+            from service.jobs import InProcessWorker
+
+            app.state.jobs = InProcessWorker(settings)
         app.state.jobs.start()
         yield
         app.state.jobs.stop()
@@ -33,8 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.key_limiter = RateLimiter(settings.rate_limit_per_minute)
-    app.state.public_limiter = RateLimiter(settings.public_rate_limit_per_minute)
+    app.state.key_limiter = rate_limiter(settings.rate_limit_per_minute, "key", settings.resolved_redis_url)
+    app.state.public_limiter = rate_limiter(
+        settings.public_rate_limit_per_minute, "public", settings.resolved_redis_url
+    )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -47,12 +47,43 @@ def _fail(message: str) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (default HEADSHOT_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default HEADSHOT_PORT).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="API processes on this port (needs PostgreSQL if > 1).")] = 1,
 ) -> None:
     """Start the HTTP service (API docs at /docs)."""
     import uvicorn
 
     settings = _settings()
-    uvicorn.run("service.app:create_app", factory=True, host=host or settings.host, port=port or settings.port)
+    if workers > 1 and settings.resolved_database_url.startswith("sqlite"):
+        _fail("--workers > 1 needs a shared database: set HEADSHOT_DATABASE_URL to PostgreSQL")
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+    )
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="gpu (train, render), cpu (score), or gpu,cpu.")] = "gpu,cpu",
+    name: Annotated[str | None, typer.Option(help="This worker's name in job records (default host:pid).")] = None,
+) -> None:
+    """Run job stages from the Celery queues on HEADSHOT_BROKER_URL (one stage at a time per process)."""
+    from service.database import DatabaseError
+    from service.worker import QUEUES, run_worker
+
+    settings = _settings()
+    if not settings.broker_url:
+        _fail("a worker needs a broker: set HEADSHOT_BROKER_URL, e.g. redis://127.0.0.1:6379/0")
+    chosen = [queue.strip() for queue in queues.split(",") if queue.strip()]
+    unknown = sorted(set(chosen) - set(QUEUES))
+    if not chosen or unknown:
+        _fail(f"unknown queue {', '.join(unknown) or '(none)'}; use gpu, cpu or gpu,cpu")
+    try:
+        run_worker(settings, chosen, name)
+    except DatabaseError as exc:
+        _fail(str(exc))
 
 
 @app.command()

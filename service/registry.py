@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import threading
 import time
+from collections.abc import Iterable
 from functools import lru_cache
 
 import numpy as np
@@ -29,6 +30,7 @@ class RegisteredImage(SQLModel, table=True):
     watermarked: bool
     manifest_json: str = Field(sa_column=Column(Text, nullable=False))
     created_at: dt.datetime
+    job_id: str | None = Field(default=None, index=True)  # the job that disclosed it, if a service job did
 
 
 class DatabaseRegistry:
@@ -49,7 +51,9 @@ class DatabaseRegistry:
         self._lock = threading.Lock()
         self._refresh()
 
-    def add(self, entry: RegistryEntry) -> None:
+    def add(self, entry: RegistryEntry, job_id: str | None = None, fence=None) -> None:
+        """Register an image; `fence(session)`, if given, runs first in the same transaction and may raise
+        to refuse it (a job's lease: service/jobs.py)."""
         row = RegisteredImage(
             payload=_signed(entry.payload),
             manifest_label=entry.manifest_label,
@@ -60,8 +64,11 @@ class DatabaseRegistry:
             watermarked=entry.watermarked,
             manifest_json=json.dumps(entry.manifest),
             created_at=entry.created_at,
+            job_id=job_id,
         )
         with Session(self.engine) as session:
+            if fence is not None:
+                fence(session)
             session.add(row)
             session.commit()
         self._refresh()
@@ -83,12 +90,15 @@ class DatabaseRegistry:
         entries = {_unsigned(row.payload): _entry(row) for row in rows}
         return [Candidate(entries[payload], frame, face) for payload, frame, face in hits if payload in entries]
 
-    def forget(self, manifest_label: str) -> None:
-        """Remove an image that never left the service (its fingerprints stay in this process's index
-        until restart, but nothing matches them any more: candidates are read back from the table)."""
+    def forget_job(self, job_id: str, keep: Iterable[str] = ()) -> None:
+        """Remove what a job registered, except the manifests in `keep` (delivered headshots). Their
+        fingerprints stay in each process's index until restart, but nothing matches them any more:
+        candidates are read back from the table."""
+        keep = set(keep)
         with Session(self.engine) as session:
-            for row in session.exec(select(RegisteredImage).where(RegisteredImage.manifest_label == manifest_label)):
-                session.delete(row)
+            for row in session.exec(select(RegisteredImage).where(RegisteredImage.job_id == job_id)):
+                if row.manifest_label not in keep:
+                    session.delete(row)
             session.commit()
 
     def strip_personal_data(self, manifest_label: str) -> None:
@@ -149,10 +159,10 @@ class DatabaseRegistry:
 
 
 @lru_cache(maxsize=4)
-def open_registry(database_url: str) -> DatabaseRegistry:
+def open_registry(database_url: str, max_staleness: float = 1.0) -> DatabaseRegistry:
     from service.database import engine_for
 
-    return DatabaseRegistry(engine_for(database_url))
+    return DatabaseRegistry(engine_for(database_url), max_staleness)
 
 
 def _entry(row: RegisteredImage) -> RegistryEntry:

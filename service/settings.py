@@ -14,6 +14,27 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="Database, signing credentials, uploads and outputs.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir.")
+    storage_dir: Path | None = Field(
+        None, description="Uploads, LoRA weights and outputs, shared by every replica and worker; default: data_dir."
+    )
+    credentials_dir: Path | None = Field(
+        None, description="Signing credentials, read by every replica; default: data_dir/credentials."
+    )
+    work_dir: Path | None = Field(None, description="A worker's local scratch space; default: data_dir/work.")
+
+    broker_url: str | None = Field(
+        None, description="Celery broker (redis://...): jobs run on `headshot worker`s instead of in-process."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis for rate limits shared by all replicas; default: broker_url when it is Redis."
+    )
+    lease_seconds: float = Field(
+        60.0, gt=0, description="A running job's lease; a worker silent for this long loses the job to another."
+    )
+    max_attempts: int = Field(3, ge=1, description="Workers a job may lose before it is marked interrupted.")
+    registry_max_staleness: float = Field(
+        1.0, ge=0, description="Seconds a replica's fingerprint index may lag rows other replicas added."
+    )
 
     signer_name: str = Field("headshot disclosure signer", description="Common name of the signing certificate.")
     signer_organization: str = Field("headshot", description="Organisation named in the local CA and signer.")
@@ -60,13 +81,33 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.data_dir / 'headshot.db'}"
 
     @property
+    def resolved_storage_dir(self) -> Path:
+        return self.storage_dir or self.data_dir
+
+    @property
+    def resolved_credentials_dir(self) -> Path:
+        return self.credentials_dir or self.data_dir / "credentials"
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        return self.work_dir or self.data_dir / "work"
+
+    @property
+    def resolved_redis_url(self) -> str | None:
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
+
+    @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
 
     @cached_property
     def credentials(self) -> CredentialStore:
         return CredentialStore(
-            self.data_dir / "credentials",
+            self.resolved_credentials_dir,
             signer_name=self.signer_name,
             organization=self.signer_organization,
             lifetime=self.certificate_lifetime_days,
@@ -116,7 +157,13 @@ class Settings(BaseSettings):
         """The soft-binding registry in the configured database (one per process and URL)."""
         from service.registry import open_registry
 
-        return open_registry(self.resolved_database_url)
+        return open_registry(self.resolved_database_url, self.registry_max_staleness)
+
+    def storage(self):
+        """Where uploads, LoRA weights and outputs live (service/storage.py)."""
+        from service.storage import DirectoryStorage
+
+        return DirectoryStorage(self.resolved_storage_dir)
 
     def trust(self) -> TrustAnchors:
         """The local root (once created) plus the operator's extra anchors; read anew on each call."""

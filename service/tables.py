@@ -68,7 +68,7 @@ class Photo(SQLModel, table=True):
     tenant: str = Field(index=True)
     sha256: str = Field(index=True)  # of the original bytes: the photo's identity
     frame_hash: str | None = None  # 64-bit perceptual hash in hex, for near-duplicate training lookups
-    stored_path: str
+    storage_key: str  # the stored copy (service/storage.py)
     mime_type: str
     accepted: bool
     reason: str
@@ -86,6 +86,14 @@ class Job(SQLModel, table=True):
     kind: str  # train | generate | pack
     parameters: str = Field(sa_column=Column(Text, nullable=False))  # JSON
     status: str = Field(default="queued", index=True)  # queued running succeeded failed cancelled interrupted
+    stage: str = "train"  # what runs next or now: train | render | score (service/jobs.py)
+    attempt: int = 0  # how many times a worker has claimed it; fences writes of a worker that lost its lease
+    worker: str | None = None  # the lease holder
+    lease_expires_at: dt.datetime | None = None
+    lease_losses: int = 0  # workers that went silent while running it
+    dispatched_at: dt.datetime | None = None  # when its current stage was handed to the queue
+    lora_key: str | None = None  # storage prefix of the LoRA it trained
+    render_key: str | None = None  # storage prefix of the disclosed images it rendered
     step: int = 0
     total_steps: int = 0
     progress: float = 0.0
@@ -108,7 +116,7 @@ class Headshot(SQLModel, table=True):
     tenant: str = Field(index=True)
     subject_id: str = Field(index=True, foreign_key="subjects.id")
     job_id: str = Field(index=True)
-    stored_path: str
+    storage_key: str
     mime_type: str = "image/png"
     manifest_label: str = Field(index=True)
     watermark_payload: str

@@ -1,15 +1,15 @@
 """Studios: train / generate / pack jobs, and the headshots they produce."""
 
 import json
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
 from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
+from service.jobs import STAGES, dispatch_job
 from service.routes.subjects import get_subject
 from service.tables import Headshot, Job, Photo
 
@@ -45,6 +45,9 @@ def job_out(job: Job) -> dict:
         "subject_id": job.subject_id,
         "kind": job.kind,
         "status": job.status,
+        "stage": job.stage,
+        "attempt": job.attempt,
+        "worker": job.worker,
         "progress": round(job.progress, 4),
         "step": job.step,
         "total_steps": job.total_steps,
@@ -55,6 +58,7 @@ def job_out(job: Job) -> dict:
         "lora_sha256": job.lora_sha256,
         "model_sha256": job.model_sha256,
         "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
 
@@ -97,10 +101,12 @@ def create_job(
         total_steps=body.parameters.steps if body.kind != "generate" else 0,
         created_by=caller.key_name,
     )
+    job.stage = STAGES[body.kind][0]
     session.add(job)
     audit(session, caller, "create", "job", job.id, body.kind)
     session.commit()
-    request.app.state.jobs.submit(job.id)
+    dispatch_job(session.get_bind(), request.app.state.jobs.dispatch, job.id, job.stage)
+    session.refresh(job)
     return job_out(job)
 
 
@@ -130,11 +136,13 @@ def resume_job(job_id: str, request: Request, caller: Studio, session: SessionDe
         raise HTTPException(
             409, f"only an interrupted, failed or cancelled job can be resumed; this one is {job.status}"
         )
-    job.status, job.cancel_requested, job.error = "queued", False, None
+    job.status, job.cancel_requested, job.error, job.finished_at = "queued", False, None, None
+    job.lease_losses, job.dispatched_at = 0, None
     session.add(job)
-    audit(session, caller, "resume", "job", job.id)
+    audit(session, caller, "resume", "job", job.id, f"from {job.stage}")
     session.commit()
-    request.app.state.jobs.submit(job.id)
+    dispatch_job(session.get_bind(), request.app.state.jobs.dispatch, job.id, job.stage)
+    session.refresh(job)
     return job_out(job)
 
 
@@ -170,16 +178,29 @@ def list_headshots(subject_id: str, caller: Studio, session: SessionDep) -> dict
     return {"subject_id": subject.id, "headshots": headshots, "top_k": [h["id"] for h in headshots if h["kept"]]}
 
 
-@router.get("/v1/headshots/{headshot_id}/file", response_class=FileResponse)
-def download_headshot(headshot_id: str, caller: Studio, session: SessionDep):
+@router.get(
+    "/v1/headshots/{headshot_id}/file",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "The disclosed file."}},
+)
+def download_headshot(headshot_id: str, caller: Studio, session: SessionDep, settings: SettingsDep) -> Response:
     """The disclosed file (there is no undisclosed one). Downloading it marks it delivered."""
     import datetime as dt
 
+    from service.storage import StorageError
+
     headshot = get_owned(session, caller, Headshot, headshot_id, "headshot")
+    try:
+        data = settings.storage().read(headshot.storage_key)
+    except StorageError:
+        raise HTTPException(
+            410, f"headshot {headshot.id}: its file is missing from storage; ask the operator to restore it"
+        ) from None
     if headshot.delivered_at is None:
         headshot.delivered_at = dt.datetime.now(dt.UTC)
         session.add(headshot)
     audit(session, caller, "download", "headshot", headshot.id)
     session.commit()
-    path = Path(headshot.stored_path)
-    return FileResponse(path, media_type=headshot.mime_type, filename=f"headshot-{headshot.id}{path.suffix}")
+    suffix = PurePosixPath(headshot.storage_key).suffix
+    disposition = f'attachment; filename="headshot-{headshot.id}{suffix}"'
+    return Response(data, media_type=headshot.mime_type, headers={"Content-Disposition": disposition})

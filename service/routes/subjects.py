@@ -2,8 +2,8 @@
 
 import datetime as dt
 import hashlib
+import io
 import json
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
@@ -109,15 +109,14 @@ def upload_photo(
     frame_hash = None
     if accepted:
         accepted, reason, frame_hash = _reference_check(session, subject, image, settings)
-    stored = settings.data_dir / "subjects" / subject.id / "photos" / f"{sha256}{_extension(image.format)}"
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    stored.write_bytes(_without_location(data))
+    storage_key = f"subjects/{subject.id}/photos/{sha256}{_extension(image.format)}"
+    settings.storage().write(storage_key, _without_location(data))
     photo = Photo(
         subject_id=subject.id,
         tenant=subject.tenant,
         sha256=sha256,
         frame_hash=frame_hash,
-        stored_path=str(stored),
+        storage_key=storage_key,
         mime_type=MIME_TYPES[image.format],
         accepted=accepted,
         reason=reason,
@@ -159,9 +158,7 @@ def erase(session, caller: Caller, subject: Subject, settings) -> dict:
     stripped of ingredients (the reference photos' hashes), so a stripped copy still verifies as
     `ai_soft_binding`; undelivered ones leave the registry entirely. A tombstone (hashes only) remains.
     """
-    import shutil
-
-    registry = settings.registry()
+    registry, storage = settings.registry(), settings.storage()
     photos = session.exec(select(Photo).where(Photo.subject_id == subject.id)).all()
     jobs = session.exec(select(Job).where(Job.subject_id == subject.id)).all()
     headshots = session.exec(select(Headshot).where(Headshot.subject_id == subject.id)).all()
@@ -170,19 +167,14 @@ def erase(session, caller: Caller, subject: Subject, settings) -> dict:
         if headshot.delivered_at is not None:
             registry.strip_personal_data(headshot.manifest_label)
             kept.append(headshot.manifest_label)
-        else:
-            registry.forget(headshot.manifest_label)
         session.delete(headshot)
-    for job in jobs:
-        job.cancel_requested = True
-        if job.status in ("queued", "running"):
-            job.status = "cancelled"
-        shutil.rmtree(settings.data_dir / "jobs" / job.id, ignore_errors=True)
+    for job in jobs:  # a worker still running one finds it gone at its next fenced write and removes the rest
+        registry.forget_job(job.id, keep=kept)
+        storage.delete(f"jobs/{job.id}/")
         session.delete(job)
     for photo in photos:
-        Path(photo.stored_path).unlink(missing_ok=True)
         session.delete(photo)
-    shutil.rmtree(settings.data_dir / "subjects" / subject.id, ignore_errors=True)
+    storage.delete(f"subjects/{subject.id}/")
     tombstone = Tombstone(
         subject_id=subject.id,
         tenant=subject.tenant,
@@ -215,9 +207,10 @@ def _reference_check(session, subject: Subject, image, settings) -> tuple[bool, 
     from scoring.score import ScoringError, build_identity
 
     previous = session.exec(select(Photo).where(Photo.subject_id == subject.id, Photo.accepted)).all()
+    storage = settings.storage()
     photos = []
     for photo in previous:
-        with Image.open(photo.stored_path) as stored:
+        with Image.open(io.BytesIO(storage.read(photo.storage_key))) as stored:
             photos.append((photo.id, stored.convert("RGB")))
     photos.append(("new", image.convert("RGB")))
     try:

@@ -169,7 +169,7 @@ def api():
             tenant="default",
             subject_id=subject_id,
             job_id=job.id,
-            stored_path=str(headshot_file),
+            storage_key="jobs/fixture-job/headshot.png",
             manifest_label="urn:c2pa:fixture",
             watermark_payload="00" * 8,
             style="corporate-grey",

@@ -40,6 +40,7 @@ def settings(tmp_path, tiny_model, database_url):
         max_upload_bytes=3_000_000,
         sdxl_model=tiny_model,
         rate_limit_per_minute=100_000,
+        lease_seconds=5,
     )
 
 
@@ -270,7 +271,8 @@ def test_studio_to_auditor_to_erasure(client, keys, settings):
     assert not lookup.json()["found"] and lookup.json()["erased_subjects"][0]["subject_id"] == subject_id
 
 
-def test_restart_with_a_job_in_flight(settings, keys):
+def test_restart_with_jobs_in_flight(settings, keys):
+    """Jobs whose worker died: one is taken over once its lease expires; one that lost too many is interrupted."""
     studio = auth(keys["studio"])
     with TestClient(create_app(settings)) as client:
         subject_id = client.post("/v1/subjects", json={"display_name": "B", "consent": CONSENT}, headers=studio).json()[
@@ -278,20 +280,31 @@ def test_restart_with_a_job_in_flight(settings, keys):
         ]
         for name in ("img1.jpg", "img2.jpg"):
             assert _upload(client, keys["studio"], subject_id, name).json()["accepted"]
-    with Session(engine_for(settings.resolved_database_url)) as session:  # a worker that died mid-training
-        job = Job(
-            tenant="tenant-a",
-            subject_id=subject_id,
-            kind="train",
-            status="running",
-            created_by="studio-a",
-            parameters='{"steps": 4, "rank": 4, "alpha": 4, "resolution": 64, "checkpoint_every": 2}',
-        )
-        session.add(job)
+    expired = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    with Session(engine_for(settings.resolved_database_url)) as session:  # workers that died mid-training
+        jobs = [
+            Job(
+                tenant="tenant-a",
+                subject_id=subject_id,
+                kind="train",
+                status="running",
+                stage="train",
+                attempt=1,
+                worker="gone:1:in-process",
+                lease_expires_at=expired,
+                lease_losses=losses,
+                created_by="studio-a",
+                parameters='{"steps": 4, "rank": 4, "alpha": 4, "resolution": 64, "checkpoint_every": 2}',
+            )
+            for losses in (0, settings.max_attempts - 1)
+        ]
+        session.add_all(jobs)
         session.commit()
-        job_id = job.id
+        taken_over, job_id = jobs[0].id, jobs[1].id
     with TestClient(create_app(settings)) as client:
-        state = client.get(f"/v1/jobs/{job_id}", headers=studio).json()
+        finished = wait_for(client, keys["studio"], taken_over)
+        assert finished["status"] == "succeeded" and finished["attempt"] == 2, finished
+        state = wait_for(client, keys["studio"], job_id)
         assert state["status"] == "interrupted" and "resume" in state["error"]
         assert client.post(f"/v1/jobs/{job_id}/resume", headers=studio).status_code == 202
         assert wait_for(client, keys["studio"], job_id)["status"] == "succeeded"

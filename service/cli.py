@@ -197,6 +197,22 @@ def credentials_show() -> None:
         )
 
 
+@credentials_app.command("init")
+def credentials_init() -> None:
+    """Create the local CA and signing certificate now, e.g. in the HEADSHOT_CREDENTIALS_DIR replicas share."""
+    from provenance import CredentialsError
+
+    settings = _settings()
+    try:
+        settings.credentials.signing_identity()
+        infos = settings.credentials.describe()
+    except CredentialsError as exc:
+        _fail(str(exc))
+    console.print(f"credentials in {settings.resolved_credentials_dir}:", highlight=False)
+    for info in infos:
+        console.print(f"  {info.role}: {info.sha256_fingerprint}, until {info.not_after:%Y-%m-%d}", highlight=False)
+
+
 @credentials_app.command("rotate")
 def credentials_rotate() -> None:
     """Issue a new signing certificate from the local CA; the old one is kept as retired."""

@@ -9,7 +9,7 @@ store can follow by implementing the same six methods; nothing else touches the 
 import os
 import shutil
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol
 
 
@@ -91,7 +91,7 @@ class DirectoryStorage:
             path.unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path:
-        parts = PurePosixPath(key.rstrip("/")).parts
-        if not parts or key.startswith("/") or any(part in ("..", ".") for part in parts):
-            raise StorageError(f"{key!r} is not a storage key (a relative path without '..')")
+        parts = key.removesuffix("/").split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise StorageError(f"{key!r} is not a storage key (a relative path without '.' or '..' parts)")
         return self.root.joinpath(*parts)

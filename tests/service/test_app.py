@@ -361,5 +361,13 @@ def test_consent_withdrawal_stops_jobs_and_erases(client, keys, settings):
     assert withdrawn.status_code == 200 and withdrawn.json()["erased"]
     assert client.get(f"/v1/jobs/{job['id']}", headers=studio).status_code == 404
     assert client.get(f"/v1/subjects/{subject_id}", headers=studio).status_code == 404
-    time.sleep(1)  # the worker notices the cancelled job and writes nothing back
-    assert not (settings.data_dir / "subjects" / subject_id).exists()
+    # the worker finds the job gone at its next fenced write, stops, and removes what it wrote meanwhile
+    left = [settings.data_dir / "subjects" / subject_id, settings.data_dir / "jobs" / job["id"]]
+    deadline, clear_since = time.monotonic() + 60, None
+    while time.monotonic() < deadline and (clear_since is None or time.monotonic() - clear_since < 3):
+        if any(path.exists() for path in left):
+            clear_since = None
+        elif clear_since is None:
+            clear_since = time.monotonic()
+        time.sleep(0.2)
+    assert not any(path.exists() for path in left)

@@ -138,3 +138,25 @@ def face_image_from(path):
 
     with Image.open(path) as image:
         return image.convert("RGB")
+
+
+def test_replicas_share_credentials_named_by_settings(run, tmp_path, monkeypatch):
+    shared = tmp_path / "shared-credentials"
+    monkeypatch.setenv("HEADSHOT_CREDENTIALS_DIR", str(shared))
+    created = run("credentials", "init")
+    assert created.exit_code == 0 and "local root CA" in created.output and str(shared) in created.output
+    assert (shared / "root-ca.pem").exists() and not (tmp_path / "data" / "credentials").exists()
+    run("disclose", FACES / "img1.jpg", "-o", tmp_path / "out.jpg")
+    monkeypatch.setenv("HEADSHOT_DATA_DIR", str(tmp_path / "another-replica"))  # nothing else in common
+    verdict = json.loads(run("verify", "--json", tmp_path / "out.jpg").output)[0]
+    assert verdict["label"] == "ai_verified" and verdict["c2pa"]["state"] == "trusted"
+
+
+def test_worker_and_serve_refuse_what_cannot_work(run, monkeypatch):
+    no_broker = run("worker", "--queues", "gpu")
+    assert no_broker.exit_code == 1 and "HEADSHOT_BROKER_URL" in no_broker.output
+    monkeypatch.setenv("HEADSHOT_BROKER_URL", "redis://127.0.0.1:6379/14")
+    unknown = run("worker", "--queues", "gpu,tpu")
+    assert unknown.exit_code == 1 and "unknown queue tpu" in unknown.output
+    replicas = run("serve", "--workers", "2")
+    assert replicas.exit_code == 1 and "PostgreSQL" in replicas.output

@@ -160,7 +160,10 @@ def test_a_worker_killed_mid_training_loses_nothing(tmp_path, tiny_model, databa
             return client.get(f"/v1/jobs/{job_id}", headers=studio).json()
 
         training = wait_until(
-            lambda: (state := read_job())["worker"] == "gpu-1" and state["step"] >= 12 and state, 180, "step 12", cluster
+            lambda: (state := read_job())["worker"] == "gpu-1" and state["step"] >= 12 and state,
+            180,
+            "step 12",
+            cluster,
         )
         first_gpu.send_signal(signal.SIGKILL)
         first_gpu.wait()

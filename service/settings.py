@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         60.0, gt=0, description="A running job's lease; a worker silent for this long loses the job to another."
     )
     max_attempts: int = Field(3, ge=1, description="Workers a job may lose before it is marked interrupted.")
+    redelivery_seconds: float = Field(
+        600.0, gt=0, description="Broker redelivers a message whose worker died before claiming its job after this."
+    )
     registry_max_staleness: float = Field(
         1.0, ge=0, description="Seconds a replica's fingerprint index may lag rows other replicas added."
     )

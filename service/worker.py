@@ -1,17 +1,22 @@
 """Celery workers on a Redis broker (HEADSHOT_BROKER_URL): `headshot worker --queues gpu` or `--queues cpu`.
 
 The broker only carries "run stage S of job J" to the right queue (train and render on `gpu`, score on
-`cpu`); the database decides who runs what (service/jobs.py). Messages are acknowledged when a worker takes
-them, and each worker process runs one stage at a time (the solo pool, one message prefetched), so no
-message sits unacknowledged behind a running stage: Redis' visibility timeout (one hour by default), which
-cannot tell a long stage from a dead worker, never decides anything. A worker that dies takes its
-acknowledged message with it; its lease in the database runs out after HEADSHOT_LEASE_SECONDS and the
-sweeper every worker runs queues the stage again. A duplicate message (a sweeper and a late hand-off both
-dispatching) is harmless: only one worker's claim can succeed.
+`cpu`); the database decides who runs what (service/jobs.py), so a message delivered twice is harmless:
+only one claim can succeed, and a message for a stage the job has left is dropped.
+
+Liveness is the lease in the database, not the broker. A worker that dies mid-stage stops renewing its
+lease; after HEADSHOT_LEASE_SECONDS the sweeper every worker runs queues the stage again, and another worker
+resumes it. Redis' visibility timeout (one hour by default) cannot tell a long stage from a dead worker,
+so it decides nothing about running jobs: messages are acknowledged when their stage ends (late), each
+worker process runs one stage at a time with one message prefetched (the solo pool), and the timeout,
+HEADSHOT_REDELIVERY_SECONDS, only brings back a message whose worker died before it could even claim the
+job. The copies it brings back meanwhile for stages still running are claims that fail and are dropped.
 """
 
 import logging
 import threading
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from service.jobs import QUEUE_FOR_STAGE, run_stage, sweep, worker_name
 
@@ -26,7 +31,8 @@ def celery_app(settings):
     app = Celery("headshot", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
         task_ignore_result=True,
-        task_acks_late=False,
+        task_acks_late=True,
+        broker_transport_options={"visibility_timeout": settings.redelivery_seconds},
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
@@ -62,9 +68,12 @@ def run_worker(settings, queues: list[str], name: str | None = None) -> None:
     dispatcher = CeleryDispatcher(settings)
     worker = name or worker_name("+".join(queues))
 
-    @app.task(name=RUN_STAGE)
-    def run(job_id: str, stage: str) -> None:
-        run_stage(settings, job_id, stage, worker=worker, dispatch=dispatcher.dispatch)
+    @app.task(name=RUN_STAGE, bind=True)
+    def run(task, job_id: str, stage: str) -> None:
+        try:
+            run_stage(settings, job_id, stage, worker=worker, dispatch=dispatcher.dispatch)
+        except SQLAlchemyError as exc:  # the database is away: try this message again shortly
+            raise task.retry(exc=exc, countdown=10, max_retries=None) from None
 
     stopping = threading.Event()
 

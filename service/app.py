@@ -6,6 +6,8 @@ from importlib.metadata import version
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from service.limits import rate_limiter
 from service.routes import audit, jobs, subjects, verify
@@ -17,6 +19,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        settings.registry()  # load the fingerprint index now, so that /healthz answering means ready
         if settings.broker_url:  # stages go to `headshot worker`s through Celery
             from service.worker import CeleryDispatcher
 
@@ -48,6 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
         return JSONResponse(status_code=422, content={"detail": f"invalid request: {problems}"})
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "the database is busy or unreachable; retry shortly"},
+            headers={"Retry-After": "5"},
+        )
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict:

@@ -80,7 +80,9 @@ def authenticate(request: Request, session: Annotated[Session, Depends(get_sessi
             f"reached; retry in {limiter.retry_after(wait)} s",
             {"Retry-After": limiter.retry_after(wait)},
         )
-    return Caller(row.name, row.role, row.tenant)
+    caller = Caller(row.name, row.role, row.tenant)
+    session.commit()  # hand the connection back to the pool while the route works (e.g. verifies an image)
+    return caller
 
 
 def require(*roles: str):

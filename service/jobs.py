@@ -19,6 +19,7 @@ Celery workers with HEADSHOT_BROKER_URL: service/worker.py):
   UPDATE records the key; headshot rows are inserted in the job's final transaction, all at once.
 """
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -228,7 +229,7 @@ def run_stage(settings, job_id: str, stage: str, worker: str, dispatch: Callable
     if lease is None:
         return
     scratch = settings.resolved_work_dir / job_id / f"{stage}-{lease.attempt}"
-    stage_run = StageRun(settings, lease, scratch)
+    stage_run = StageRun(settings, lease, stage, scratch)
     try:
         with Heartbeat(lease):
             stage_run.load()
@@ -246,14 +247,17 @@ def run_stage(settings, job_id: str, stage: str, worker: str, dispatch: Callable
         stage_run.finish(status="failed", error=f"{type(exc).__name__}: {exc}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            scratch.parent.rmdir()  # the job's folder, once no other stage of it runs here
 
 
 class StageRun:
     """One attempt at one stage of a job: reads inputs from storage, writes outputs under its attempt's keys."""
 
-    def __init__(self, settings, lease: Lease, scratch: Path):
+    def __init__(self, settings, lease: Lease, stage: str, scratch: Path):
         self.settings = settings
         self.lease = lease
+        self.stage = stage
         self.engine = lease.engine
         self.storage = settings.storage()
         self.scratch = scratch
@@ -268,7 +272,7 @@ class StageRun:
             subject = session.get(Subject, job.subject_id)
             if subject is None or subject.consent_withdrawn_at is not None:
                 raise JobCancelled
-            self.kind, self.stage = job.kind, job.stage
+            self.kind = job.kind
             self.subject_id = job.subject_id
             self.parameters = json.loads(job.parameters)
             self.lora_key = job.lora_key
@@ -413,7 +417,7 @@ class StageRun:
         except LeaseLost:
             self.abandon()
             return
-        if getattr(self, "stage", None) == "render":
+        if self.stage == "render":
             self.settings.registry().forget_job(self.lease.job_id)
             self.storage.delete(f"{self.prefix}render-{self.lease.attempt}/")
 

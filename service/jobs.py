@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, update
+from sqlalchemy import func, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
@@ -190,7 +190,8 @@ def sweep(engine, dispatch: Callable[[str, str], None], max_attempts: int) -> li
     """
     now = _now()
     with Session(engine) as session:
-        expired = session.exec(select(Job).where(Job.status == "running", Job.lease_expires_at < now)).all()
+        lapsed = or_(Job.lease_expires_at < now, Job.lease_expires_at.is_(None))  # none: running before leases
+        expired = session.exec(select(Job).where(Job.status == "running", lapsed)).all()
         for job in expired:
             if job.cancel_requested:
                 changes = {"status": "cancelled", "finished_at": now}
@@ -203,9 +204,7 @@ def sweep(engine, dispatch: Callable[[str, str], None], max_attempts: int) -> li
                 changes = {"status": "queued", "dispatched_at": None}
             session.exec(
                 update(Job)
-                .where(
-                    Job.id == job.id, Job.attempt == job.attempt, Job.status == "running", Job.lease_expires_at < now
-                )
+                .where(Job.id == job.id, Job.attempt == job.attempt, Job.status == "running", lapsed)
                 .values(worker=None, lease_expires_at=None, lease_losses=Job.lease_losses + 1, **changes)
                 .execution_options(synchronize_session=False)
             )

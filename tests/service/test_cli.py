@@ -8,8 +8,10 @@ from tests.conftest import CONFORMANCE, FACES, encode, face_image
 
 
 @pytest.fixture
-def run(tmp_path, monkeypatch):
+def run(tmp_path, monkeypatch, database_url):
+    """The CLI on SQLite and on PostgreSQL (keys and the registry live in the database)."""
     monkeypatch.setenv("HEADSHOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HEADSHOT_DATABASE_URL", database_url)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(arg) for arg in args])
 
@@ -152,11 +154,12 @@ def test_replicas_share_credentials_named_by_settings(run, tmp_path, monkeypatch
     assert verdict["label"] == "ai_verified" and verdict["c2pa"]["state"] == "trusted"
 
 
-def test_worker_and_serve_refuse_what_cannot_work(run, monkeypatch):
+def test_worker_and_serve_refuse_what_cannot_work(run, monkeypatch, tmp_path):
     no_broker = run("worker", "--queues", "gpu")
     assert no_broker.exit_code == 1 and "HEADSHOT_BROKER_URL" in no_broker.output
     monkeypatch.setenv("HEADSHOT_BROKER_URL", "redis://127.0.0.1:6379/14")
     unknown = run("worker", "--queues", "gpu,tpu")
     assert unknown.exit_code == 1 and "unknown queue tpu" in unknown.output
+    monkeypatch.setenv("HEADSHOT_DATABASE_URL", f"sqlite:///{tmp_path / 'one-machine.db'}")
     replicas = run("serve", "--workers", "2")
     assert replicas.exit_code == 1 and "PostgreSQL" in replicas.output

@@ -104,12 +104,13 @@ def test_sweeper_decides_by_lease_and_history(engine):
     cancelled = _job(engine, **running, lease_expires_at=past, cancel_requested=True)
     worn_out = _job(engine, **running, lease_expires_at=past, lease_losses=2)
     undispatched = _job(engine, stage="score")
+    before_leases = _job(engine, status="running", stage="train")  # running when migration 0002 ran
     dispatched = []
 
     assert sorted(sweep(engine, lambda job_id, stage: dispatched.append((job_id, stage)), 3)) == sorted(
-        [dead, undispatched]
+        [dead, undispatched, before_leases]
     )
-    assert sorted(dispatched) == sorted([(dead, "train"), (undispatched, "score")])
+    assert sorted(dispatched) == sorted([(dead, "train"), (undispatched, "score"), (before_leases, "train")])
     assert _read(engine, alive).status == "running"
     assert _read(engine, dead).status == "queued" and _read(engine, dead).worker is None
     assert _read(engine, cancelled).status == "cancelled"

@@ -1,3 +1,4 @@
+import datetime as dt
 import logging
 import os
 import shutil
@@ -93,6 +94,8 @@ def test_job_queue_depth(settings):
                     subject_id=subject["id"],
                     kind="train",
                     status="running",
+                    worker="another-replica",
+                    lease_expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
                     created_by="s",
                     parameters="{}",
                 )

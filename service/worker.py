@@ -46,6 +46,15 @@ class CeleryDispatcher:
 
     def __init__(self, settings):
         self.app = celery_app(settings)
+        # a broker that is down fails a dispatch at once (one quick retry), not after seconds of retries:
+        # the job stays queued and the sweeper hands it on when the broker is back
+        self.app.conf.broker_transport_options = {
+            **self.app.conf.broker_transport_options,
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        }
 
     def start(self) -> None:
         """Nothing runs in the API process; workers sweep for lost and undispatched jobs."""

@@ -137,3 +137,18 @@ def test_a_stale_message_runs_nothing(engine, database_url, tmp_path):
     run_stage(settings, job_id, "train", worker="w", dispatch=lambda *_: pytest.fail("dispatched"))
     job = _read(engine, job_id)
     assert job.status == "queued" and job.attempt == 0
+
+
+def test_an_unreachable_broker_does_not_fail_the_request(engine, database_url, tmp_path):
+    """The real Celery client on a port nobody listens on: the job stays queued for the sweeper."""
+    from service.jobs import dispatch_job
+    from service.worker import CeleryDispatcher
+
+    job_id = _job(engine)
+    dispatcher = CeleryDispatcher(
+        Settings(data_dir=tmp_path, database_url=database_url, broker_url="redis://127.0.0.1:1/0")
+    )
+    dispatch_job(engine, dispatcher.dispatch, job_id, "train")
+    job = _read(engine, job_id)
+    assert job.status == "queued" and job.dispatched_at is None
+    dispatcher.stop()

@@ -5,7 +5,8 @@ Revises: 0001
 
 Files were named by absolute paths under the data directory (`<data>/subjects/...`, `<data>/jobs/...`); they
 are now storage keys relative to HEADSHOT_STORAGE_DIR, which defaults to that same data directory, so the
-existing files stay where they are. A LoRA trained before this revision lived in `jobs/<id>/lora`.
+existing files stay where they are. A LoRA trained before this revision stays in `jobs/<id>/lora/` (train
+jobs) or `jobs/<id>/pack/lora/` (packs).
 """
 
 import sqlalchemy as sa
@@ -43,10 +44,11 @@ def upgrade() -> None:
                 batch_op.alter_column(column.name, server_default=None)
     jobs = sa.table("jobs", sa.column("id"), sa.column("kind"), sa.column("status"), sa.column("lora_key"))
     bind = op.get_bind()
-    for (job_id,) in bind.execute(
-        sa.select(jobs.c.id).where(jobs.c.kind != "generate", jobs.c.status == "succeeded")
+    for job_id, kind in bind.execute(
+        sa.select(jobs.c.id, jobs.c.kind).where(jobs.c.kind != "generate", jobs.c.status == "succeeded")
     ).all():
-        bind.execute(jobs.update().where(jobs.c.id == job_id).values(lora_key=f"jobs/{job_id}/lora"))
+        folder = "lora" if kind == "train" else "pack/lora"
+        bind.execute(jobs.update().where(jobs.c.id == job_id).values(lora_key=f"jobs/{job_id}/{folder}/"))
     with op.batch_alter_table("registered_images", schema=None) as batch_op:
         batch_op.add_column(sa.Column("job_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True))
         batch_op.create_index(batch_op.f("ix_registered_images_job_id"), ["job_id"], unique=False)

@@ -7,7 +7,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from service.app import create_app
 from service.database import engine_for
@@ -322,6 +322,73 @@ def test_restart_with_jobs_in_flight(settings, keys):
         assert [h["style"] for h in headshots] == ["modern-office"] and headshots[0]["label"] == "ai_verified"
         bad = client.post(f"/v1/subjects/{subject_id}/jobs", json={"kind": "generate"}, headers=studio)
         assert bad.status_code == 422 and "lora_job_id" in bad.json()["detail"]
+
+
+def test_a_render_taken_over_registers_each_image_once(client, keys, settings):
+    """A worker died mid-render, after registering an image and writing a file: its successor's pack is the
+    only one registered, and nothing of the dead attempt is left."""
+    import json
+
+    from provenance.fingerprint import Fingerprints
+    from provenance.registry import RegistryEntry
+    from service.registry import RegisteredImage
+
+    studio = auth(keys["studio"])
+    subject_id = client.post("/v1/subjects", json={"display_name": "E", "consent": CONSENT}, headers=studio).json()[
+        "id"
+    ]
+    assert _upload(client, keys["studio"], subject_id, "img1.jpg").json()["accepted"]
+    train = client.post(
+        f"/v1/subjects/{subject_id}/jobs", json={"kind": "train", "parameters": {**PACK, "steps": 2}}, headers=studio
+    ).json()
+    assert wait_for(client, keys["studio"], train["id"])["status"] == "succeeded"
+
+    parameters = {
+        "lora_job_id": train["id"],
+        "styles": ["modern-office"],
+        "count": 2,
+        "size": 128,
+        "inference_steps": 2,
+    }
+    engine = engine_for(settings.resolved_database_url)
+    with Session(engine) as session:
+        job = Job(
+            tenant="tenant-a",
+            subject_id=subject_id,
+            kind="generate",
+            stage="render",
+            status="running",
+            attempt=1,
+            worker="gone:1:gpu",
+            lease_expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
+            created_by="studio-a",
+            parameters=json.dumps(parameters),
+        )
+        session.add(job)
+        session.commit()
+        job_id = job.id
+    settings.registry().add(  # what the dead attempt registered before it died
+        RegistryEntry(
+            payload=0x1234,
+            manifest_label="urn:c2pa:from-the-dead-attempt",
+            fingerprints=Fingerprints(frame=(1,) * 7, face=None),
+            signed_sha256="00" * 32,
+            mime_type="image/png",
+            manifest={},
+        ),
+        job_id=job_id,
+    )
+    settings.storage().write(f"jobs/{job_id}/render-1/images/modern-office-1.png", b"half written")
+
+    finished = wait_for(client, keys["studio"], job_id)
+    assert finished["status"] == "succeeded" and finished["attempt"] == 3, finished  # render again, then score
+    headshots = client.get(f"/v1/subjects/{subject_id}/headshots", headers=studio).json()["headshots"]
+    mine = sorted(h["credentials"]["manifest_label"] for h in headshots if h["job_id"] == job_id)
+    with Session(engine) as session:
+        registered = session.exec(select(RegisteredImage).where(RegisteredImage.job_id == job_id)).all()
+    assert len(mine) == 2 and sorted(row.manifest_label for row in registered) == mine
+    assert settings.registry().find_payload(0x1234) is None
+    assert sorted(path.name for path in (settings.data_dir / "jobs" / job_id).iterdir()) == ["render-2"]
 
 
 def test_stored_copy_loses_its_location(client, keys, settings):

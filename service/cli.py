@@ -28,8 +28,8 @@ app.add_typer(models_app, name="models")
 registry_app = typer.Typer(help="The registry of disclosed images (watermarks and fingerprints).", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+console = Console(soft_wrap=True, emoji=False)  # ":AB:" in a fingerprint is not an emoji
+errors = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def _settings():

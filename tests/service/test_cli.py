@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from typer.testing import CliRunner
 
 from service.cli import app
@@ -148,6 +150,8 @@ def test_replicas_share_credentials_named_by_settings(run, tmp_path, monkeypatch
     created = run("credentials", "init")
     assert created.exit_code == 0 and "local root CA" in created.output and str(shared) in created.output
     assert (shared / "root-ca.pem").exists() and not (tmp_path / "data" / "credentials").exists()
+    root = x509.load_pem_x509_certificate((shared / "root-ca.pem").read_bytes())
+    assert root.fingerprint(hashes.SHA256()).hex(":").upper() in created.output  # as printed, no emoji for ":AB:"
     run("disclose", FACES / "img1.jpg", "-o", tmp_path / "out.jpg")
     monkeypatch.setenv("HEADSHOT_DATA_DIR", str(tmp_path / "another-replica"))  # nothing else in common
     verdict = json.loads(run("verify", "--json", tmp_path / "out.jpg").output)[0]

@@ -287,7 +287,7 @@ class StageRun:
         from generation.pack import accept_references, model_record
         from generation.training import LORA_FILE, train_identity_lora
 
-        _, decisions, accepted = accept_references(self.references(), self.provenance(), self.face_analyser())
+        _, decisions, accepted = accept_references(self.references(), self.provenance(), self.settings.face_analyser())
         model = self.settings.load_sdxl()
         lora_dir = self.scratch / "lora"
         self._restore_checkpoint(lora_dir / "checkpoints")
@@ -355,7 +355,7 @@ class StageRun:
             for item in rendered["images"]
         ]
         provenance = self.provenance()
-        backend = self.face_analyser()
+        backend = self.settings.face_analyser()
         identity, decisions, _ = accept_references(self.references(), provenance, backend)
         training = json.loads(self.storage.read(rendered["lora"]["key"] + "training.json"))
         entries = score_disclosed(images, identity, backend, self.pack_settings().top_k, provenance)
@@ -449,9 +449,6 @@ class StageRun:
         from generation.pack import Provenance
 
         return Provenance(None, None, self.settings.trust(), self.settings.image_limits)
-
-    def face_analyser(self):
-        return self.settings.face_analyser()
 
     def training_config(self):
         from generation.training import TrainingConfig

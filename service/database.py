@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+IDLE_IN_TRANSACTION_MS = 60_000
 
 
 class DatabaseError(RuntimeError):
@@ -25,6 +26,10 @@ def engine_for(url: str) -> Engine:
     if sqlite:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    elif url.startswith("postgresql"):
+        # No transaction of ours waits long on anything but the database; a process frozen inside one (a
+        # stopped VM, a paused worker) would hold its row locks, and with them its jobs, until it woke.
+        options["connect_args"] = {"options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"}
     engine = create_engine(url, **options)
     if sqlite:
         upgrade(engine)

@@ -191,7 +191,10 @@ def sweep(engine, dispatch: Callable[[str, str], None], max_attempts: int) -> li
     now = _now()
     with Session(engine) as session:
         lapsed = or_(Job.lease_expires_at < now, Job.lease_expires_at.is_(None))  # none: running before leases
-        expired = session.exec(select(Job).where(Job.status == "running", lapsed)).all()
+        # rows another transaction holds (its worker is writing, or frozen mid-write) wait for the next round
+        expired = session.exec(
+            select(Job).where(Job.status == "running", lapsed).with_for_update(skip_locked=True)
+        ).all()
         for job in expired:
             if job.cancel_requested:
                 changes = {"status": "cancelled", "finished_at": now}
@@ -208,9 +211,9 @@ def sweep(engine, dispatch: Callable[[str, str], None], max_attempts: int) -> li
                 .values(worker=None, lease_expires_at=None, lease_losses=Job.lease_losses + 1, **changes)
                 .execution_options(synchronize_session=False)
             )
-            session.commit()
             if changes["status"] == "queued":
                 log.warning("job %s: worker %s went silent at %s; queued again", job.id, job.worker, job.stage)
+        session.commit()
         waiting = session.exec(select(Job.id, Job.stage).where(Job.status == "queued", Job.dispatched_at.is_(None)))
         waiting = waiting.all()
     for job_id, stage in waiting:

@@ -1,9 +1,9 @@
 """Scale-out for real: an API process and Celery workers (separate processes) on PostgreSQL and Redis.
 
 Every process has its own data directory; they share only what the settings name: the database, the
-broker, the storage directory and the signing credentials. A GPU worker is killed (SIGKILL) mid-training;
-another one takes the job over once the lease expires, resumes from the last checkpoint, and the job
-finishes exactly once.
+broker, the storage directory and the signing credentials. A GPU worker is killed (SIGKILL), or frozen,
+mid-training; another one takes the job over once the lease expires, resumes from the last checkpoint,
+and the job finishes exactly once.
 """
 
 import json
@@ -116,7 +116,10 @@ def wait_until(condition, timeout: float, what: str, cluster: Cluster):
     raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
 
 
-def test_a_worker_killed_mid_training_loses_nothing(tmp_path, tiny_model, database, broker):
+@pytest.mark.parametrize("fate", ["killed", "frozen"])
+def test_a_worker_lost_mid_training_loses_nothing(fate, tmp_path, tiny_model, database, broker):
+    """killed: SIGKILL. frozen: SIGSTOP until another worker has taken the job over, then SIGCONT: the old
+    worker wakes up still training, finds its lease gone at its next write and stops, writing nothing."""
     url, engine = database
     shared = tmp_path / "shared"
     cluster = Cluster(
@@ -165,14 +168,19 @@ def test_a_worker_killed_mid_training_loses_nothing(tmp_path, tiny_model, databa
             "step 12",
             cluster,
         )
-        first_gpu.send_signal(signal.SIGKILL)
-        first_gpu.wait()
+        first_gpu.send_signal(signal.SIGKILL if fate == "killed" else signal.SIGSTOP)
+        if fate == "killed":
+            first_gpu.wait()
         killed_at = read_job()["step"]
         assert training["stage"] == "train" and killed_at < PACK["steps"]
 
         cluster.start("gpu-2", "worker", "--queues", "gpu", "--name", "gpu-2")
         taken_over = wait_until(lambda: (state := read_job())["worker"] == "gpu-2" and state, 120, "gpu-2", cluster)
         assert taken_over["stage"] == "train"
+        if fate == "frozen":
+            first_gpu.send_signal(signal.SIGCONT)
+            wait_until(lambda: "lost its lease" in (tmp_path / "gpu-1.log").read_text(), 60, "gpu-1 to stop", cluster)
+            assert first_gpu.poll() is None  # it lives on, serving its queue
         finished = wait_until(
             lambda: (state := read_job())["status"] not in ("queued", "running") and state, 240, "the end", cluster
         )

@@ -28,6 +28,7 @@ import queue
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,28 @@ def sweep(engine, dispatch: Callable[[str, str], None], max_attempts: int) -> li
     for job_id, stage in waiting:
         dispatch_job(engine, dispatch, job_id, stage)
     return [job_id for job_id, _ in waiting]
+
+
+def remove_stale_scratch(settings) -> list[Path]:
+    """Remove scratch folders whose stage no longer runs (their worker died); they hold copies of a
+    person's LoRA. A folder is `<work dir>/<job>/<stage>-<attempt>`; one younger than a lease is left alone,
+    as its stage may have been claimed a moment ago. Returns what it removed."""
+    root = settings.resolved_work_dir
+    if not root.is_dir():
+        return []
+    removed = []
+    young = time.time() - settings.lease_seconds
+    with Session(_engine(settings)) as session:
+        for job_folder in (folder for folder in root.iterdir() if folder.is_dir()):
+            job = session.get(Job, job_folder.name)
+            running = f"{job.stage}-{job.attempt}" if job is not None and job.status == "running" else None
+            for stage_folder in job_folder.iterdir():
+                if stage_folder.name != running and stage_folder.stat().st_mtime < young:
+                    shutil.rmtree(stage_folder, ignore_errors=True)
+                    removed.append(stage_folder)
+            with contextlib.suppress(OSError):
+                job_folder.rmdir()
+    return removed
 
 
 def run_stage(settings, job_id: str, stage: str, worker: str, dispatch: Callable[[str, str], None]) -> None:
@@ -565,6 +588,7 @@ class InProcessWorker:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        remove_stale_scratch(self.settings)
         engine = _engine(self.settings)
         with Session(engine) as session:
             queued = session.exec(select(Job.id, Job.stage).where(Job.status == "queued")).all()

@@ -18,7 +18,7 @@ import threading
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.jobs import QUEUE_FOR_STAGE, run_stage, sweep, worker_name
+from service.jobs import QUEUE_FOR_STAGE, remove_stale_scratch, run_stage, sweep, worker_name
 
 RUN_STAGE = "headshot.run_stage"
 QUEUES = ("gpu", "cpu")
@@ -73,6 +73,8 @@ def run_worker(settings, queues: list[str], name: str | None = None) -> None:
     from service.database import engine_for
 
     engine = engine_for(settings.resolved_database_url)  # fails early and clearly on an unmigrated database
+    for folder in remove_stale_scratch(settings):
+        log.warning("removed %s: left by a worker that stopped mid-stage", folder)
     app = celery_app(settings)
     dispatcher = CeleryDispatcher(settings)
     worker = name or worker_name("+".join(queues))

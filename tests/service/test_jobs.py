@@ -152,3 +152,30 @@ def test_an_unreachable_broker_does_not_fail_the_request(engine, database_url, t
     job = _read(engine, job_id)
     assert job.status == "queued" and job.dispatched_at is None
     dispatcher.stop()
+
+
+def test_scratch_left_by_a_dead_worker_is_removed(engine, database_url, tmp_path):
+    import os
+
+    from service.jobs import remove_stale_scratch
+
+    settings = Settings(data_dir=tmp_path, database_url=database_url, lease_seconds=60)
+    running = _job(engine, status="running", stage="train", attempt=2, worker="alive")
+    finished = _job(engine, status="succeeded", stage="score", attempt=4)
+    folders = {
+        "current": settings.resolved_work_dir / running / "train-2",
+        "earlier attempt": settings.resolved_work_dir / running / "train-1",
+        "finished job": settings.resolved_work_dir / finished / "render-3",
+        "erased job": settings.resolved_work_dir / "gone" / "train-1",
+        "just claimed": settings.resolved_work_dir / finished / "score-5",
+    }
+    for name, folder in folders.items():
+        (folder / "lora").mkdir(parents=True)
+        (folder / "lora" / "state.pt").write_bytes(b"weights")
+        if name != "just claimed":
+            old = time.time() - 120
+            os.utime(folder, (old, old))
+    removed = remove_stale_scratch(settings)
+    assert sorted(removed) == sorted(folders[name] for name in ("earlier attempt", "finished job", "erased job"))
+    assert folders["current"].exists() and folders["just claimed"].exists()
+    assert not (settings.resolved_work_dir / "gone").exists()

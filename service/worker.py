@@ -75,8 +75,8 @@ def run_worker(settings, queues: list[str], name: str | None = None) -> None:
     engine = engine_for(settings.resolved_database_url)  # fails early and clearly on an unmigrated database
     for folder in remove_stale_scratch(settings):
         log.warning("removed %s: left by a worker that stopped mid-stage", folder)
-    app = celery_app(settings)
-    dispatcher = CeleryDispatcher(settings)
+    app = celery_app(settings)  # consumes, retrying the broker as long as it takes
+    dispatcher = CeleryDispatcher(settings)  # hands stages on, failing fast (the sweeper retries)
     worker = name or worker_name("+".join(queues))
 
     @app.task(name=RUN_STAGE, bind=True)

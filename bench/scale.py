@@ -11,8 +11,8 @@ verifier key and discloses the 1024x1024 source JPEG (`headshot disclose`, which
 database and one HEADSHOT_DATA_DIR (signing credentials); the per-key rate limit is lifted.
 
 1. verify: starts `headshot serve` replicas on free 127.0.0.1 ports, one, then a second beside it. For each
-   replica, the time until /healthz answers and the time of its first /v1/verify, which loads the fingerprint
-   index of every row. Then, for 1 and for 2 replicas, each of two images under each `--clients` count:
+   replica, the time until /healthz answers (the service loads the fingerprint index of every row first) and
+   the time of its first /v1/verify. Then, for 1 and for 2 replicas, each of two images under each `--clients` count:
    the credentialed JPEG (label ai_verified, read from its C2PA manifest) and a copy stripped of its
    credentials by a Pillow re-encode (JPEG q92, no metadata: label ai_soft_binding, found through the
    watermark and the fingerprint registry). The asyncio + httpx load generator in this process sends each
@@ -152,29 +152,30 @@ class Replica:
     first_verify_s: float = float("nan")
 
 
-def start_replica(env: dict, log: Path, key: str, image: bytes) -> Replica:
-    """`headshot serve` on a free port; returns once /healthz and a first /v1/verify have answered."""
+def start_api(env: dict, log: Path) -> Replica:
+    """`headshot serve` on a free port; returns once /healthz answers (the time it took in `healthz_s`)."""
     port = free_port()
+    started = time.perf_counter()
     with open(log, "wb") as output:
-        started = time.perf_counter()
-        replica = Replica(
-            subprocess.Popen(
-                [HEADSHOT, "serve", "--host", HOST, "--port", str(port)], env=env, stdout=output, stderr=output
-            ),
-            f"http://{HOST}:{port}",
-            log,
+        process = subprocess.Popen(
+            [HEADSHOT, "serve", "--host", HOST, "--port", str(port)], env=env, stdout=output, stderr=output
         )
+    replica = Replica(process, f"http://{HOST}:{port}", log)
     deadline = time.monotonic() + 120
-    while True:
-        if replica.process.poll() is not None:
-            raise RuntimeError(f"a replica exited ({replica.process.returncode}): {log.read_text()[-2000:]}")
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"a replica exited ({process.returncode}): {log.read_text()[-2000:]}")
         with contextlib.suppress(httpx.HTTPError):  # not listening yet
             if httpx.get(f"{replica.url}/healthz", timeout=1).status_code == 200:
-                break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"a replica did not answer /healthz within 120 s: {log.read_text()[-2000:]}")
+                replica.healthz_s = time.perf_counter() - started
+                return replica
         time.sleep(0.1)
-    replica.healthz_s = time.perf_counter() - started
+    raise RuntimeError(f"a replica did not answer /healthz within 120 s: {log.read_text()[-2000:]}")
+
+
+def start_replica(env: dict, log: Path, key: str, image: bytes) -> Replica:
+    """`start_api`, then a first /v1/verify (timed in `first_verify_s`)."""
+    replica = start_api(env, log)
     start = time.perf_counter()
     response = httpx.post(
         f"{replica.url}/v1/verify",
@@ -464,24 +465,6 @@ def measure_dispatch(work: Path, env: dict, broker: str, jobs: int) -> dict:
     return results
 
 
-def start_api(env: dict, log: Path) -> Replica:
-    port = free_port()
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [HEADSHOT, "serve", "--host", HOST, "--port", str(port)], env=env, stdout=output, stderr=output
-        )
-    replica = Replica(process, f"http://{HOST}:{port}", log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the API exited ({process.returncode}): {log.read_text()[-2000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{replica.url}/healthz", timeout=1).status_code == 200:
-                return replica
-        time.sleep(0.1)
-    raise RuntimeError(f"the API did not answer /healthz within 120 s: {log.read_text()[-2000:]}")
-
-
 def wait_for_line(log: Path, text: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -550,7 +533,7 @@ def verify_rows(result: dict) -> list[Row]:
         rows.append(
             (
                 "start-up",
-                f"replica {number}: /healthz answers / first verify (loads the index of {images:,})",
+                f"replica {number}: /healthz answers (index of {images:,} loaded) / first verify",
                 f"{startup['healthz_s']:.1f} s / {startup['first_verify_s']:.1f} s",
             )
         )

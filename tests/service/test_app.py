@@ -209,7 +209,8 @@ def test_studio_to_auditor_to_erasure(client, keys, settings):
     job = client.post(
         f"/v1/subjects/{subject_id}/jobs", json={"kind": "pack", "parameters": PACK}, headers=auth(studio)
     )
-    assert job.status_code == 202 and job.json()["status"] == "queued"
+    # the in-process worker may claim it before the answer is written, on a busy machine
+    assert job.status_code == 202 and job.json()["status"] in ("queued", "running")
     assert client.get(f"/v1/jobs/{job.json()['id']}", headers=other).status_code == 404
     finished = wait_for(client, studio, job.json()["id"])
     assert finished["status"] == "succeeded", finished["error"]

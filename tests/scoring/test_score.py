@@ -140,7 +140,22 @@ def test_score_command(tmp_path, monkeypatch):
     reports = json.loads(result.stdout)
     by_file = {report["file"]: report for report in reports}
     first = by_file[str(FACES / "img6.jpg")]
-    assert set(first) >= {"file", "likeness", "checks", "score", "rank", "kept"}
+    # the shape every report had before hands were checked, plus one addition: "hands"
+    assert set(first) == {
+        "file",
+        "likeness",
+        "checks",
+        "score",
+        "rank",
+        "kept",
+        "passed",
+        "duplicate_of",
+        "notes",
+        "hands",
+    }
+    assert first["hands"] == [] and all(
+        set(check) == {"name", "value", "threshold", "passed", "explanation"} for check in first["checks"]
+    )
     assert first["likeness"]["band"] == "same" and first["rank"] == 1 and first["kept"]
     assert [c["name"] for c in first["checks"]] == [
         "one_face",
@@ -150,9 +165,12 @@ def test_score_command(tmp_path, monkeypatch):
         "eye_highlights",
         "geometry",
         "pose",
+        "hands",
     ]
     assert by_file[str(blank)]["likeness"] is None
     assert by_file[str(blank)]["checks"][0]["explanation"] == "No face was found."
+    assert [check["name"] for check in by_file[str(blank)]["checks"]] == ["one_face", "hands"]
+    assert not any("not checked" in note for report in reports if "notes" in report for note in report["notes"])
     assert "corrupt or truncated" in by_file[str(corrupt)]["error"]
     assert "over the limit of 5,000,000 pixels" in by_file[str(huge)]["error"]
     assert "couple.jpg rejected: 2 faces" in result.stderr

@@ -297,6 +297,8 @@ def score_disclosed(
 
 def pack_report(rendered: RenderedPack, decisions: list[dict], identity, training: dict, entries: list[dict]) -> dict:
     """report.json: the references and their verdicts, the model and LoRA, the training curve, every image."""
+    from scoring.score import HANDS_LIMITS_NOTE
+
     losses = training.get("losses", [])
     return {
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
@@ -312,7 +314,7 @@ def pack_report(rendered: RenderedPack, decisions: list[dict], identity, trainin
         },
         "images": entries,
         "top_k": [image["file"] for image in entries if image["kept"]],
-        "notes": ["Hands were not checked: no hand model is available offline."],
+        "notes": [HANDS_LIMITS_NOTE],
     }
 
 
@@ -357,7 +359,7 @@ figcaption {{ font-size: .85rem; }}
 <h1>Headshot pack</h1>
 <p>Every image here is AI-generated and carries Content Credentials that say so, an invisible watermark
 and a fingerprint in the registry. {len(report["top_k"])} kept of {len(report["images"])}.
-Hands were not checked.</p>
+{html.escape(" ".join(report["notes"]))}</p>
 <p>Base model <code>{report["model"]["sha256"][:16]}…</code>,
 identity LoRA <code>{report["lora"]["sha256"][:16]}…</code>,
 {final_loss}.</p>

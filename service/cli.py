@@ -297,14 +297,17 @@ def score(
 
     with Progress(console=errors, transient=True, disable=len(loaded) <= 3) as bar:
         task = bar.add_task("scoring", total=len(loaded))
-        reports = score_pack(
-            loaded,
-            identity,
-            backend,
-            top,
-            progress=lambda done, total: bar.update(task, completed=done),
-            workers=workers or len(os.sched_getaffinity(0)),
-        )
+        try:
+            reports = score_pack(
+                loaded,
+                identity,
+                backend,
+                top,
+                progress=lambda done, total: bar.update(task, completed=done),
+                workers=workers or len(os.sched_getaffinity(0)),
+            )
+        except FaceBackendError as exc:  # e.g. mediapipe is not installed
+            _fail(str(exc))
     for name, reason in rejected:
         errors.print(f"reference {name} rejected: {reason}", highlight=False, markup=False)
     if as_json:

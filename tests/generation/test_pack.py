@@ -190,7 +190,7 @@ def test_pack_end_to_end(model, provenance, tmp_path):
         hashes = actions["data"]["actions"][0]["parameters"]["model_hashes"]
         assert hashes == {"sdxl-base": model.sha256, "identity-lora": report["lora"]["sha256"]}
     sheet = (tmp_path / "pack" / "index.html").read_text()
-    assert all(image["file"] in sheet for image in report["images"]) and "Hands were not checked" in sheet
+    assert all(image["file"] in sheet for image in report["images"]) and "Hands were checked for anatomy" in sheet
     assert not any(path.suffix == ".png" for path in (tmp_path / "pack").iterdir())  # images only under images/
 
 

@@ -5,8 +5,10 @@ what matters is what happens on the wire (a request answered before its body was
 `headshot` itself. Findings that touch the database run on SQLite and on PostgreSQL.
 """
 
+import base64
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import socket
@@ -453,6 +455,8 @@ def test_pages_carry_security_headers_and_redirect_relatively(sqlite_settings):
         policy = page.headers["content-security-policy"]
         assert policy == PAGE_POLICY and "frame-ancestors 'none'" in policy and "script-src" not in policy
         assert "default-src 'none'" in policy and "<script" not in page.text
+        style = page.text.split("<style>")[1].split("</style>")[0]  # the one style block, allowed by its hash
+        assert f"style-src 'sha256-{base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()}'" in policy
         docs = client.get("/docs")
         directives = dict(item.strip().split(" ", 1) for item in docs.headers["content-security-policy"].split(";"))
         assert directives["script-src"] == "'self'" and directives["frame-ancestors"] == "'none'"

@@ -550,6 +550,36 @@ def test_keys_are_told_apart_by_name_and_id(tmp_path, monkeypatch, database_url)
     assert reused.exit_code == 0
 
 
+def test_migration_0004_renames_namesakes_and_keeps_them_working(settings):
+    """Active keys that shared a name before 0004 keep working under names that tell them apart."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from service.database import _config, current_revision, new_engine
+
+    engine = new_engine(settings.resolved_database_url)
+    at_head = current_revision(engine) is not None  # PostgreSQL is migrated by the fixture; SQLite is still empty
+    with engine.begin() as connection:
+        config = _config()
+        config.attributes["connection"] = connection
+        (command.downgrade if at_head else command.upgrade)(config, "0002")
+        insert = sa.text(
+            "INSERT INTO api_keys (id, name, role, tenant, key_hash, prefix, created_at, revoked_at) "
+            "VALUES (:id, 'team', 'studio', 't', :id, :prefix, :created, :revoked)"
+        )
+        for number, revoked in ((1, None), (2, None), (3, "2026-11-30 12:00:00")):
+            moment = f"2026-11-0{number} 12:00:00"
+            connection.execute(
+                insert, {"id": f"k{number}", "prefix": f"hs_{number}", "created": moment, "revoked": revoked}
+            )
+        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        names = dict(connection.execute(sa.text("SELECT id, name FROM api_keys")).all())
+        assert names == {"k1": "team", "k2": "team (hs_2)", "k3": "team"}
+    assert "key_id" in {column["name"] for column in sa.inspect(engine).get_columns("audit_events")}
+    engine.dispose()
+
+
 # --- 10. uploads stay in memory ------------------------------------------------------------------------
 
 

@@ -21,7 +21,8 @@ class RenderedImage:
 
 
 def seed_for(base_seed: int, style_index: int, image_index: int) -> int:
-    return base_seed + 1000 * style_index + image_index
+    """`base_seed + 1000 style_index + image_index`, wrapped to stay within 0..2^63-1 (what a job's seed may be)."""
+    return (base_seed + 1000 * style_index + image_index) % 2**63
 
 
 def render(

@@ -14,6 +14,7 @@ from PIL import Image
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
+KEEP_CHECKPOINTS = 2  # older ones are removed as new ones are written
 
 
 @dataclass(frozen=True)
@@ -87,14 +88,17 @@ def train_identity_lora(
     resume: bool = True,
     record: dict | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> TrainingResult:
     """Train and save a LoRA (diffusers format, with adapter metadata) into `output_dir`.
 
     Checkpoints go to `output_dir/checkpoints/` every `config.checkpoint_every` steps and when a progress
-    callback raises TrainingStopped; with `resume`, the latest checkpoint is picked up; `on_checkpoint` is called
-    with each new checkpoint folder (to copy it to shared storage). `record` (e.g. the
-    reference photos' hashes, acceptance reasons and licence notes, the base model's hash) is written into
-    `training.json` beside the LoRA, the model's record.
+    callback raises TrainingStopped (the latest KEEP_CHECKPOINTS are kept); with `resume`, the latest
+    checkpoint is picked up; `on_checkpoint` is called with each new checkpoint folder (to copy it to shared
+    storage). `stop_requested`, if given, is asked before the photos are encoded and before every step: once
+    it answers True, training stops there (no LoRA in the result; a checkpoint if steps were done).
+    `record` (e.g. the reference photos' hashes, acceptance reasons and licence notes, the base model's hash)
+    is written into `training.json` beside the LoRA, the model's record.
     """
     import torch
     import torch.nn.functional as functional
@@ -102,6 +106,11 @@ def train_identity_lora(
     from peft import LoraConfig, set_peft_model_state_dict
     from peft.utils import get_peft_model_state_dict
 
+    def stopped() -> bool:
+        return stop_requested is not None and stop_requested()
+
+    if stopped():
+        return TrainingResult(None, None, 0)
     output_dir = Path(output_dir)
     checkpoints = output_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -151,7 +160,10 @@ def train_identity_lora(
     step = start_step
     try:
         while step < config.steps:
-            generator = torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + step)
+            if stopped():
+                raise TrainingStopped
+            # seeds range over 0..2^63-1; a torch generator takes 64 bits
+            generator = torch.Generator(device="cpu").manual_seed((config.seed * 1_000_003 + step) % 2**64)
             index = int(torch.randint(len(crops), (1,), generator=generator))
             latents = latents_all[index : index + 1].float()
             noise = torch.randn(latents.shape, generator=generator).to(device)
@@ -182,7 +194,8 @@ def train_identity_lora(
                 eta = elapsed / (step - start_step) * (config.steps - step)
                 progress(TrainingProgress(step, config.steps, losses[-1], eta))
     except TrainingStopped:
-        _save_checkpoint(checkpoints, step, unet, optimizer, losses, get_peft_model_state_dict, on_checkpoint)
+        if step > start_step:
+            _save_checkpoint(checkpoints, step, unet, optimizer, losses, get_peft_model_state_dict, on_checkpoint)
         unet.eval()
         return TrainingResult(None, None, step, losses, start_step)
     unet.eval()
@@ -240,6 +253,9 @@ def _save_checkpoint(directory: Path, step: int, unet, optimizer, losses, get_st
         partial / "state.pt",
     )
     partial.rename(final)
+    steps = sorted(directory.glob("step-*"), key=lambda path: int(path.name.removeprefix("step-")))
+    for older in steps[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(older, ignore_errors=True)
     if on_checkpoint:
         on_checkpoint(final)
 

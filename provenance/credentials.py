@@ -101,7 +101,8 @@ class TrustAnchors:
 def _reader_context(pem: str):
     import c2pa
 
-    settings = {"verify": {"verify_trust": True}}
+    # Never fetch a manifest a file only points to: provenance/remote_manifests.py says why.
+    settings = {"verify": {"verify_trust": True, "remote_manifest_fetch": False}}
     if pem:
         settings["trust"] = {"trust_anchors": pem}
     return c2pa.Context(c2pa.Settings.from_dict(settings))
@@ -252,7 +253,7 @@ class CredentialStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.directory / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield

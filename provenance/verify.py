@@ -11,6 +11,7 @@ from provenance.credentials import TrustAnchors
 from provenance.images import MIME_TYPES, ImageInputError, ImageLimits, decode_image, read_file
 from provenance.metadata import AI_SOURCE_TYPES, CAPTURE_SOURCE_TYPES, read_metadata, source_type_name
 from provenance.registry import SoftBindingRegistry
+from provenance.remote_manifests import RemoteManifestFetcher, RemoteManifestRefused, remote_manifest_url, where
 
 Label = Literal[
     "ai_verified",
@@ -53,6 +54,9 @@ class CredentialsReport(BaseModel):
     training_mining: dict | None = None
     ingredients: list[dict] = Field(default_factory=list)
     manifest_label: str | None = None
+    remote_manifest_url: str | None = Field(
+        None, description="Where the file says its Content Credentials are stored, when it refers to a remote manifest."
+    )
 
 
 class Verdict(BaseModel):
@@ -78,10 +82,12 @@ def verify_path(
     trust: TrustAnchors,
     limits: ImageLimits = ImageLimits(),
     registry: SoftBindingRegistry | None = None,
+    remote_manifests: RemoteManifestFetcher | None = None,
 ) -> Verdict | VerifyFailure:
     """Verify one file on disk; an unusable file gives a VerifyFailure that says what is wrong."""
     try:
-        return verify_image(read_file(Path(path), limits), trust, limits, name=str(path), registry=registry)
+        data = read_file(Path(path), limits)
+        return verify_image(data, trust, limits, name=str(path), registry=registry, remote_manifests=remote_manifests)
     except ImageInputError as exc:
         return VerifyFailure(file=str(path), error=str(exc))
 
@@ -93,14 +99,17 @@ def verify_image(
     *,
     name: str = "",
     registry: SoftBindingRegistry | None = None,
+    remote_manifests: RemoteManifestFetcher | None = None,
 ) -> Verdict:
     """Read and validate the image's Content Credentials and metadata, and decide its label.
 
     Without valid credentials, and given a registry, the watermark and fingerprints are looked up too.
+    A file that only refers to Content Credentials stored elsewhere is judged on what it carries itself,
+    unless `remote_manifests` allows that host (provenance/remote_manifests.py).
     Raises ImageInputError when the bytes are not a usable JPEG, PNG or WebP image.
     """
     image = decode_image(data, limits)
-    credentials, c2pa_evidence = _read_credentials(data, MIME_TYPES[image.format], trust)
+    credentials, c2pa_evidence = _read_credentials(data, MIME_TYPES[image.format], trust, remote_manifests)
     metadata = read_metadata(image)
     evidence = c2pa_evidence + [Evidence(**vars(item)) for item in metadata.evidence]
     recovered = None
@@ -130,16 +139,58 @@ def _ai_generated(label: Label) -> bool | None:
     return False if label == "capture_verified" else None
 
 
-def _read_credentials(data: bytes, mime_type: str, trust: TrustAnchors) -> tuple[CredentialsReport, list[Evidence]]:
+def _read_credentials(
+    data: bytes, mime_type: str, trust: TrustAnchors, remote_manifests: RemoteManifestFetcher | None
+) -> tuple[CredentialsReport, list[Evidence]]:
     import c2pa
 
     try:
         reader = c2pa.Reader.try_create(mime_type, io.BytesIO(data), context=trust.c2pa_context())
     except c2pa.C2paError as exc:
-        report = CredentialsReport(state="invalid", failure_codes=["claim.malformed"])
-        return report, [Evidence(source="c2pa", detail=f"the C2PA manifest cannot be parsed: {exc}", strength="strong")]
+        if url := remote_manifest_url(exc):
+            return _remote_credentials(data, mime_type, trust, url, remote_manifests)
+        return _unparsable(exc)
     if reader is None:
         return CredentialsReport(), []
+    return _report(reader)
+
+
+def _unparsable(exc: Exception) -> tuple[CredentialsReport, list[Evidence]]:
+    report = CredentialsReport(state="invalid", failure_codes=["claim.malformed"])
+    return report, [Evidence(source="c2pa", detail=f"the C2PA manifest cannot be parsed: {exc}", strength="strong")]
+
+
+def _remote_credentials(
+    data: bytes, mime_type: str, trust: TrustAnchors, url: str, remote_manifests: RemoteManifestFetcher | None
+) -> tuple[CredentialsReport, list[Evidence]]:
+    """A file that refers to a remote manifest: judged on what it carries, unless the operator allows its host."""
+    import c2pa
+
+    reason = "not fetched"
+    if remote_manifests is not None:
+        try:
+            manifest = remote_manifests.fetch(url)
+        except RemoteManifestRefused as exc:
+            reason = f"not fetched: {exc}"
+        else:
+            fetched = Evidence(
+                source="c2pa",
+                detail=f"Content Credentials fetched from {where(url)}, a host this server's operator allows",
+                strength="weak",
+            )
+            try:
+                reader = c2pa.Reader(mime_type, io.BytesIO(data), manifest, context=trust.c2pa_context())
+            except c2pa.C2paError as exc:
+                report, evidence = _unparsable(exc)
+            else:
+                report, evidence = _report(reader)
+            report.remote_manifest_url = url
+            return report, [fetched, *evidence]
+    detail = f"refers to Content Credentials stored at {where(url)}; {reason}"
+    return CredentialsReport(remote_manifest_url=url), [Evidence(source="c2pa", detail=detail, strength="weak")]
+
+
+def _report(reader) -> tuple[CredentialsReport, list[Evidence]]:
     with reader:
         store = json.loads(reader.json())
         state = _STATES.get(reader.get_validation_state() or "", "invalid")
@@ -290,7 +341,12 @@ def _summary(label: Label, credentials: CredentialsReport, evidence: list[Eviden
                 "so this is a declaration, not proof."
             )
         case _:
+            elsewhere = (
+                " (the file refers to Content Credentials stored elsewhere, which were not read)"
+                if credentials.remote_manifest_url
+                else ""
+            )
             return (
-                "No Content Credentials, AI declaration or known generator metadata was found; this does not "
-                "mean the photo is real, since most AI images carry no provenance at all."
+                f"No Content Credentials, AI declaration or known generator metadata was found{elsewhere}; this "
+                "does not mean the photo is real, since most AI images carry no provenance at all."
             )

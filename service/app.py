@@ -4,13 +4,19 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartParser
 
+from service.api_docs import docs_router
 from service.limits import rate_limiter
+from service.request_guard import PUBLIC_PAGE, Limiters, RequestGuard, largest_body
 from service.routes import audit, jobs, subjects, verify
+from service.security_headers import SecurityHeaders
 from service.settings import Settings
 
 
@@ -38,12 +44,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Disclosed AI headshots: generated with consent, scored, and verifiable. "
         "Send `Authorization: Bearer <key>` (keys: `headshot keys create`).",
         lifespan=lifespan,
+        docs_url=None,  # served by service/api_docs.py, without a CDN or inline script
+        redoc_url=None,
     )
+    app.router.redirect_slashes = False  # Starlette builds those redirects from the Host header
     app.state.settings = settings
-    app.state.key_limiter = rate_limiter(settings.rate_limit_per_minute, "key", settings.resolved_redis_url)
-    app.state.public_limiter = rate_limiter(
-        settings.public_rate_limit_per_minute, "public", settings.resolved_redis_url
+    redis_url = settings.resolved_redis_url
+    limiters = Limiters(
+        keys=rate_limiter(settings.rate_limit_per_minute, "key", redis_url),
+        public=rate_limiter(settings.public_rate_limit_per_minute, "public", redis_url),
+        auth_failures=rate_limiter(settings.auth_failures_per_minute, "auth-failure", redis_url),
     )
+    app.add_middleware(RequestGuard, settings=settings, limiters=limiters)
+    app.add_middleware(SecurityHeaders)
+    # Uploaded files stay in memory up to the largest body a route takes (the guard refuses larger ones):
+    # nothing of a photo is written to a temporary file. The parser's setting is per process: keep the largest.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, largest_body(settings.max_upload_bytes))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if request.url.path == PUBLIC_PAGE:  # the public page answers as a page
+            return verify.message_response(str(exc.detail), exc.status_code, exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -61,12 +83,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers={"Retry-After": "5"},
         )
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        """A bug, not bad input: answered as JSON like every error; the traceback goes to the log."""
+        return JSONResponse(
+            status_code=500,
+            content={"detail": "internal error: the request could not be completed; it was logged for the operator"},
+        )
+
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict:
         return {"status": "ok", "version": version("headshot")}
 
     for module in (subjects, jobs, verify, audit):
         app.include_router(module.router)
+    app.include_router(docs_router(app.title))
     app.openapi = lambda: _openapi_with_plain_errors(app)
     return app
 

@@ -61,6 +61,9 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         workers=workers,
+        # X-Forwarded-For is believed from HEADSHOT_TRUSTED_PROXIES only (uvicorn's own default trusts 127.0.0.1)
+        proxy_headers=bool(settings.trusted_proxies.strip()),
+        forwarded_allow_ips=settings.trusted_proxies.strip() or None,
     )
 
 
@@ -148,8 +151,8 @@ def verify(
         trust = settings.trust()
     except CredentialsError as exc:
         _fail(str(exc))
-    registry = settings.registry()
-    results = [verify_path(path, trust, settings.image_limits, registry) for path in files]
+    registry, remote_manifests = settings.registry(), settings.remote_manifests()
+    results = [verify_path(path, trust, settings.image_limits, registry, remote_manifests) for path in files]
     if as_json:
         print(json.dumps([result.model_dump(mode="json") for result in results], indent=2))
     else:
@@ -350,13 +353,12 @@ def _print_reports(reports, failures, identity) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending migrations to HEADSHOT_DATABASE_URL (SQLite is upgraded on first use anyway)."""
-    from sqlalchemy import create_engine
     from sqlalchemy.exc import OperationalError
 
-    from service.database import current_revision, upgrade
+    from service.database import current_revision, new_engine, upgrade
 
     settings = _settings()
-    engine = create_engine(settings.resolved_database_url)
+    engine = new_engine(settings.resolved_database_url)
     try:
         before = current_revision(engine)
         after = upgrade(engine)
@@ -372,13 +374,14 @@ def keys_create(
     tenant: Annotated[str, typer.Option(help="The tenant whose subjects the key sees.")] = "default",
     expires_days: Annotated[int | None, typer.Option(help="Expire after this many days.", min=1)] = None,
 ) -> None:
-    """Create a key and print it once (only its hash is stored)."""
+    """Create a key and print it once (only its hash is stored). Names are unique among a tenant's active keys."""
     import datetime as dt
 
-    from sqlmodel import Session
+    from sqlmodel import Session, select
 
     from service.database import engine_for
-    from service.deps import create_key
+    from service.deps import create_key, hash_key
+    from service.tables import ApiKey
 
     settings = _settings()
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=expires_days) if expires_days else None
@@ -387,13 +390,16 @@ def keys_create(
             key = create_key(session, name, role, tenant, expires)
         except ValueError as exc:
             _fail(str(exc))
-    errors.print(f"{role} key for {name} (tenant {tenant}); it is shown only now:", highlight=False)
+        key_id = session.exec(select(ApiKey.id).where(ApiKey.key_hash == hash_key(key))).one()
+    errors.print(
+        f"{role} key {key_id} for {name} (tenant {tenant}); the key is shown only now:", highlight=False, markup=False
+    )
     print(key)
 
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """Keys with their role, tenant and state (never the keys themselves)."""
+    """Keys with their id, prefix, name, role, tenant and state (never the keys themselves)."""
     from sqlmodel import Session, select
 
     from service.database import engine_for
@@ -405,12 +411,19 @@ def keys_list() -> None:
             state = (
                 "revoked" if key.revoked_at else f"expires {key.expires_at:%Y-%m-%d}" if key.expires_at else "active"
             )
-            console.print(f"{key.prefix}…  {key.name:24} {key.role:9} tenant {key.tenant:12} {state}", highlight=False)
+            console.print(
+                f"{key.id}  {key.prefix}…  {key.name:24} {key.role:9} tenant {key.tenant:12} {state}",
+                highlight=False,
+                markup=False,
+            )
 
 
 @keys_app.command("revoke")
-def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name (or its prefix).")]) -> None:
-    """Revoke a key: it is refused from now on."""
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id (see `keys list`), its prefix, or its name.")],
+    tenant: Annotated[str | None, typer.Option(help="The tenant, when a name is used in several.")] = None,
+) -> None:
+    """Revoke one key: it is refused from now on. A name that fits several active keys revokes none."""
     import datetime as dt
 
     from sqlmodel import Session, or_, select
@@ -420,16 +433,22 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name (or its
 
     settings = _settings()
     with Session(engine_for(settings.resolved_database_url)) as session:
-        keys = session.exec(
-            select(ApiKey).where(or_(ApiKey.name == name, ApiKey.prefix == name), ApiKey.revoked_at.is_(None))
-        ).all()
-        if not keys:
-            _fail(f"no active key named {name!r}")
-        for key in keys:
-            key.revoked_at = dt.datetime.now(dt.UTC)
-            session.add(key)
+        query = select(ApiKey).where(
+            or_(ApiKey.id == key, ApiKey.prefix == key, ApiKey.name == key), ApiKey.revoked_at.is_(None)
+        )
+        if tenant is not None:
+            query = query.where(ApiKey.tenant == tenant)
+        matches = session.exec(query).all()
+        if not matches:
+            _fail(f"no active key with the id, prefix or name {key!r}" + (f" in tenant {tenant}" if tenant else ""))
+        if len(matches) > 1:
+            listed = "; ".join(f"{row.id} ({row.name}, tenant {row.tenant})" for row in matches)
+            _fail(f"{len(matches)} active keys match {key!r}: {listed}; give the id of the one to revoke")
+        row = matches[0]
+        row.revoked_at = dt.datetime.now(dt.UTC)
+        session.add(row)
         session.commit()
-    console.print(f"revoked {len(keys)} key(s) named {name}", highlight=False)
+        console.print(f"revoked key {row.id} ({row.name}, tenant {row.tenant})", highlight=False, markup=False)
 
 
 @models_app.command("tiny")

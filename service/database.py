@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine
 
+from service.files import private_file
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 IDLE_IN_TRANSACTION_MS = 60_000
 
@@ -21,17 +23,8 @@ class DatabaseError(RuntimeError):
 @lru_cache(maxsize=4)
 def engine_for(url: str) -> Engine:
     """One engine per database URL and process, with an up-to-date schema."""
-    options: dict = {"pool_pre_ping": True}
-    sqlite = url.startswith("sqlite:///")
-    if sqlite:
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        options["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    elif url.startswith("postgresql"):
-        # No transaction of ours waits long on anything but the database; a process frozen inside one (a
-        # stopped VM, a paused worker) would hold its row locks, and with them its jobs, until it woke.
-        options["connect_args"] = {"options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"}
-    engine = create_engine(url, **options)
-    if sqlite:
+    engine = new_engine(url)
+    if url.startswith("sqlite:///"):
         upgrade(engine)
     elif current_revision(engine) != head_revision():
         raise DatabaseError(
@@ -39,6 +32,23 @@ def engine_for(url: str) -> Engine:
             f"{head_revision()}); run `headshot db upgrade` once"
         )
     return engine
+
+
+def new_engine(url: str) -> Engine:
+    """An engine with the service's options, its schema not checked (`headshot db upgrade` migrates it).
+
+    A SQLite file is created readable by this user only; SQLite gives its journal and WAL files the same mode.
+    """
+    # hide_parameters: errors and logs never repeat the values in a statement (names, consent records)
+    options: dict = {"pool_pre_ping": True, "hide_parameters": True}
+    if url.startswith("sqlite:///"):
+        private_file(Path(url.removeprefix("sqlite:///")))
+        options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    elif url.startswith("postgresql"):
+        # No transaction of ours waits long on anything but the database; a process frozen inside one (a
+        # stopped VM, a paused worker) would hold its row locks, and with them its jobs, until it woke.
+        options["connect_args"] = {"options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"}
+    return create_engine(url, **options)
 
 
 def upgrade(engine: Engine) -> str:

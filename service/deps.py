@@ -1,6 +1,5 @@
 """What the routes are given: the settings, a database session, the caller (from its API key), the audit log."""
 
-import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from sqlmodel import Session, select
 
 from service.settings import Settings
 from service.tables import ApiKey, AuditEvent
+from service.text import unsafe_character
 
 ROLES = ("admin", "studio", "verifier", "auditor")
 KEY_PREFIX = "hs_"
@@ -19,6 +19,7 @@ KEY_PREFIX = "hs_"
 
 @dataclass(frozen=True)
 class Caller:
+    key_id: str
     key_name: str
     role: str
     tenant: str
@@ -27,7 +28,7 @@ class Caller:
         return self.role == "admin" or self.tenant == tenant
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -51,9 +52,21 @@ def hash_key(key: str) -> str:
 
 
 def create_key(session: Session, name: str, role: str, tenant: str = "default", expires_at=None) -> str:
-    """Store a new key (hashed) and return it; it is shown this once."""
+    """Store a new key (hashed) and return it; it is shown this once. Its name is unique among the tenant's
+    active keys, so that people can tell keys apart (the audit log records the key's id too)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    for label, text in (("name", name), ("tenant", tenant)):
+        if not text.strip() or len(text) > 200 or unsafe_character(text):
+            raise ValueError(f"the key's {label} must be 1 to 200 characters, without control characters")
+    taken = session.exec(
+        select(ApiKey).where(ApiKey.tenant == tenant, ApiKey.name == name, ApiKey.revoked_at.is_(None))
+    ).first()
+    if taken is not None:
+        raise ValueError(
+            f"tenant {tenant} already has an active key named {name!r} (id {taken.id}); choose another name, "
+            "or revoke that key first"
+        )
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     session.add(
         ApiKey(name=name, role=role, tenant=tenant, key_hash=hash_key(key), prefix=key[:10], expires_at=expires_at)
@@ -62,33 +75,18 @@ def create_key(session: Session, name: str, role: str, tenant: str = "default", 
     return key
 
 
-def authenticate(request: Request, session: Annotated[Session, Depends(get_session)]) -> Caller:
-    """The caller behind the bearer key; 401 without a valid one, 429 when the key is over its rate limit."""
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key:
+async def authenticate(request: Request) -> Caller:
+    """The caller the request guard authenticated (service/request_guard.py: 401 and 429 are answered there)."""
+    caller = getattr(request.state, "caller", None)
+    if caller is None:
         raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>`", {"WWW-Authenticate": "Bearer"})
-    row = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(key.strip()))).first()
-    now = dt.datetime.now(dt.UTC)
-    if row is None or row.revoked_at is not None or (row.expires_at and _aware(row.expires_at) <= now):
-        raise HTTPException(401, "invalid, revoked or expired API key", {"WWW-Authenticate": "Bearer"})
-    limiter = request.app.state.key_limiter
-    if wait := limiter.take(row.id):
-        raise HTTPException(
-            429,
-            f"rate limit of {request.app.state.settings.rate_limit_per_minute} requests per minute for this key "
-            f"reached; retry in {limiter.retry_after(wait)} s",
-            {"Retry-After": limiter.retry_after(wait)},
-        )
-    caller = Caller(row.name, row.role, row.tenant)
-    session.commit()  # hand the connection back to the pool while the route works (e.g. verifies an image)
     return caller
 
 
 def require(*roles: str):
     """A dependency admitting callers with one of `roles` (admin always)."""
 
-    def check(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+    async def check(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
         if caller.role != "admin" and caller.role not in roles:
             raise HTTPException(403, f"this needs a {' or '.join(roles)} key; yours is {caller.role}")
         return caller
@@ -100,6 +98,7 @@ def audit(session: Session, caller: Caller, action: str, object_type: str, objec
     """Record who did what; committed with the caller's own change."""
     session.add(
         AuditEvent(
+            key_id=caller.key_id,
             key_name=caller.key_name,
             role=caller.role,
             tenant=caller.tenant,
@@ -109,10 +108,6 @@ def audit(session: Session, caller: Caller, action: str, object_type: str, objec
             detail=detail,
         )
     )
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

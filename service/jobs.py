@@ -37,6 +37,7 @@ from sqlalchemy import func, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
+from service.files import private_directory
 from service.tables import Headshot, Job, Photo, Subject
 
 log = logging.getLogger("headshot.jobs")
@@ -246,14 +247,18 @@ def remove_stale_scratch(settings) -> list[Path]:
 
 def run_stage(settings, job_id: str, stage: str, worker: str, dispatch: Callable[[str, str], None]) -> None:
     """Claim and run one stage of a job, then hand the next stage on (or finish the job)."""
+    lease = claim(_engine(settings), job_id, stage, worker, settings.lease_seconds)
+    if lease is not None:
+        run_claimed_stage(settings, lease, stage, dispatch)
+
+
+def run_claimed_stage(settings, lease: Lease, stage: str, dispatch: Callable[[str, str], None]) -> None:
+    """Run a stage this worker holds the lease of; a cancel is obeyed at every phase (loading, encoding, each
+    training step, each batch of images)."""
     from generation.pack import PackError
     from generation.training import TrainingStopped
 
-    engine = _engine(settings)
-    lease = claim(engine, job_id, stage, worker, settings.lease_seconds)
-    if lease is None:
-        return
-    scratch = settings.resolved_work_dir / job_id / f"{stage}-{lease.attempt}"
+    scratch = private_directory(settings.resolved_work_dir / lease.job_id / f"{stage}-{lease.attempt}")
     stage_run = StageRun(settings, lease, stage, scratch)
     try:
         with Heartbeat(lease):
@@ -268,7 +273,7 @@ def run_stage(settings, job_id: str, stage: str, worker: str, dispatch: Callable
     except PackError as exc:
         stage_run.finish(status="failed", error=str(exc))
     except Exception as exc:  # recorded on the job; the worker keeps serving
-        log.exception("job %s: %s failed", job_id, stage)
+        log.exception("job %s: %s failed", lease.job_id, stage)
         stage_run.finish(status="failed", error=f"{type(exc).__name__}: {exc}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -295,7 +300,7 @@ class StageRun:
             if job is None:
                 raise LeaseLost(f"job {self.lease.job_id} was erased")
             subject = session.get(Subject, job.subject_id)
-            if subject is None or subject.consent_withdrawn_at is not None:
+            if job.cancel_requested or subject is None or subject.consent_withdrawn_at is not None:
                 raise JobCancelled
             self.kind = job.kind
             self.subject_id = job.subject_id
@@ -315,6 +320,7 @@ class StageRun:
 
         _, decisions, accepted = accept_references(self.references(), self.provenance(), self.settings.face_analyser())
         model = self.settings.load_sdxl()
+        self._stop_if_cancelled()
         lora_dir = self.scratch / "lora"
         self._restore_checkpoint(lora_dir / "checkpoints")
         result = train_identity_lora(
@@ -325,6 +331,7 @@ class StageRun:
             progress=self._on_training,
             record=model_record(model, decisions),
             on_checkpoint=self._save_checkpoint,
+            stop_requested=self.lease.cancel_requested,
         )
         if result.lora_path is None:
             raise JobCancelled
@@ -345,6 +352,7 @@ class StageRun:
         record = training_record(lora_dir)
         accepted = [reference["sha256"] for reference in record.get("references", []) if reference.get("accepted")]
         model = self.settings.load_sdxl()
+        self._stop_if_cancelled()
         registry = self.settings.registry()
         registry.forget_job(self.lease.job_id)  # what an earlier, unfinished attempt registered
         provenance = Provenance(
@@ -507,9 +515,12 @@ class StageRun:
 
     # -- progress and checkpoints ----------------------------------------------------------------
 
-    def _on_training(self, progress) -> None:
-        from generation.training import TrainingStopped
+    def _stop_if_cancelled(self) -> None:
+        if self.lease.cancel_requested():
+            raise JobCancelled
 
+    def _on_training(self, progress) -> None:
+        """After each step (training asks `lease.cancel_requested` itself before each one)."""
         if self.lease.lost.is_set():
             raise LeaseLost(f"job {self.lease.job_id}: the lease was lost")
         end = PROGRESS_AFTER[self.kind]["train"]
@@ -520,19 +531,23 @@ class StageRun:
             eta_seconds=progress.eta_seconds,
             progress=end * progress.step / progress.total,
         )
-        if self.lease.cancel_requested():
-            raise TrainingStopped
 
     def _on_image(self, done: int, total: int) -> None:
+        """After each batch of images: before the next one is rendered."""
         if self.lease.lost.is_set():
             raise LeaseLost(f"job {self.lease.job_id}: the lease was lost")
+        self._stop_if_cancelled()
         end = PROGRESS_AFTER[self.kind]["render"]
         self.lease.update(progress=self.start_progress + (end - self.start_progress) * done / total)
-        if self.lease.cancel_requested():
-            raise JobCancelled
 
     def _save_checkpoint(self, folder: Path) -> None:
+        """Copy a new checkpoint to storage, and remove all but the latest KEEP_CHECKPOINTS there."""
+        from generation.training import KEEP_CHECKPOINTS
+
         self.storage.upload(f"{self.prefix}checkpoints/{folder.name}/{CHECKPOINT_FILE}", folder / CHECKPOINT_FILE)
+        stored = sorted({key.split("/")[-2] for key in self.storage.keys(f"{self.prefix}checkpoints/")})
+        for older in stored[:-KEEP_CHECKPOINTS]:
+            self.storage.delete(f"{self.prefix}checkpoints/{older}/")
 
     def _restore_checkpoint(self, checkpoints: Path) -> None:
         """Put the latest checkpoint in storage where training looks for it, so it resumes from there."""

@@ -1,8 +1,10 @@
-"""Request rate limits: a token bucket per API key, and per client address on the public page.
+"""Request rate limits: token buckets per API key, per client address on the public page, and per address
+for failed authentications.
 
 Each bucket holds `per_minute` tokens and refills continuously; a request takes one; a bucket that is empty
-answers how long to wait. `RateLimiter` keeps the buckets in this process (one service process by default);
-`RedisRateLimiter` keeps them in Redis, so every replica draws on one budget. `rate_limiter` picks between them.
+answers how long to wait (`wait` tells the same without taking a token). `RateLimiter` keeps the buckets in
+this process (one service process by default); `RedisRateLimiter` keeps them in Redis, so every replica draws
+on one budget. `rate_limiter` picks between them.
 """
 
 import logging
@@ -32,6 +34,19 @@ redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return tostring(wait)
 """
+# The same arithmetic, read-only: the wait a request would have, without taking a token.
+PEEK_SCRIPT = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, last = tonumber(state[1]) or capacity, tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - last) * rate)
+if tokens >= 1 then
+  return '0'
+end
+return tostring((1 - tokens) / rate)
+"""
 
 
 class RateLimiter:
@@ -53,6 +68,14 @@ class RateLimiter:
                 return 0.0
             self._buckets[bucket] = (tokens, now)
             return (1 - tokens) / self.refill_per_second
+
+    def wait(self, bucket: str) -> float:
+        """The seconds a request would wait now (0 if a token is there), without taking one."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(bucket, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.refill_per_second)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.refill_per_second
 
     @staticmethod
     def retry_after(wait: float) -> str:
@@ -89,6 +112,7 @@ class RedisRateLimiter:
             retry=Retry(NoBackoff(), retries=1),  # one quick retry: a pooled connection may be stale
         )
         self._take = self._redis.register_script(TAKE_SCRIPT)
+        self._peek = self._redis.register_script(PEEK_SCRIPT)
         self._clock = clock
         self._where = _without_password(url)
         self._down_since: float | None = None  # monotonic time of the last failure while Redis is out
@@ -96,16 +120,19 @@ class RedisRateLimiter:
 
     def take(self, bucket: str) -> float:
         """Take a token; 0 if allowed (also while Redis is unreachable), else the seconds to wait."""
+        return self._run(self._take, bucket, [self.capacity, self.refill_per_second, self.EXPIRY_MS])
+
+    def wait(self, bucket: str) -> float:
+        """The seconds a request would wait now (0 if a token is there, or Redis is unreachable), taking nothing."""
+        return self._run(self._peek, bucket, [self.capacity, self.refill_per_second])
+
+    def _run(self, script, bucket: str, args: list) -> float:
         import redis
 
         if self._down_since is not None and self._clock() - self._down_since < self.RECONNECT_SECONDS:
             return 0.0
         try:
-            wait = float(
-                self._take(
-                    keys=[self.key_prefix + bucket], args=[self.capacity, self.refill_per_second, self.EXPIRY_MS]
-                )
-            )
+            wait = float(script(keys=[self.key_prefix + bucket], args=args))
         except redis.RedisError as exc:
             with self._lock:
                 if self._down_since is None:

@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(120, ge=1, description="Requests per minute per API key (429 beyond).")
     public_rate_limit_per_minute: int = Field(20, ge=1, description="Uploads per minute per address on /verify.")
     max_active_jobs: int = Field(20, ge=1, description="Queued plus running jobs per tenant (429 beyond).")
+    auth_failures_per_minute: int = Field(
+        10, ge=1, description="Requests without a valid API key per minute per address (429 beyond)."
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For is believed; "
+        "default: none (the connection's own address counts).",
+    )
+    remote_manifest_hosts: str = Field(
+        "",
+        description="Comma-separated host names whose remote Content Credentials `verify` may fetch; "
+        "default: none (nothing is ever fetched).",
+    )
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -109,6 +122,9 @@ class Settings(BaseSettings):
 
     @cached_property
     def credentials(self) -> CredentialStore:
+        from service.files import private_directory
+
+        private_directory(self.resolved_credentials_dir)
         return CredentialStore(
             self.resolved_credentials_dir,
             signer_name=self.signer_name,
@@ -138,6 +154,7 @@ class Settings(BaseSettings):
     def load_sdxl(self, model: Path | None = None, config: Path | None = None):
         """Load the SDXL model given on the command line, or HEADSHOT_SDXL_MODEL."""
         from generation.models import MemoryOptions, ModelError, load_model
+        from service.files import private_directory
 
         path = model or self.sdxl_model
         if path is None:
@@ -153,7 +170,7 @@ class Settings(BaseSettings):
             memory=MemoryOptions(
                 vae_tiling=self.vae_tiling, vae_slicing=self.vae_slicing, cpu_offload=self.cpu_offload
             ),
-            cache_dir=self.data_dir / "cache",
+            cache_dir=private_directory(self.data_dir / "cache"),
         )
 
     def registry(self):
@@ -167,6 +184,12 @@ class Settings(BaseSettings):
         from service.storage import DirectoryStorage
 
         return DirectoryStorage(self.resolved_storage_dir)
+
+    def remote_manifests(self):
+        """The fetcher of remote manifests from the allowed hosts, or None: fetching is off (the default)."""
+        from provenance.remote_manifests import RemoteManifestFetcher
+
+        return RemoteManifestFetcher.for_hosts(self.remote_manifest_hosts)
 
     def trust(self) -> TrustAnchors:
         """The local root (once created) plus the operator's extra anchors; read anew on each call."""

@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from service.files import private_directory
+
 
 class StorageError(RuntimeError):
     """A key is malformed or names nothing stored; the message says which."""
@@ -37,18 +39,18 @@ class Storage(Protocol):
 
 
 class DirectoryStorage:
-    """Storage in a directory: a local disk for one machine, a shared mount for several."""
+    """Storage in a directory: a local disk for one machine, a shared mount for several. Folders it creates
+    are 0700 and files 0600: they hold people's photos and models of their faces."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
 
     def write(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        private_directory(path.parent)
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp creates it 0600
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(partial, 0o640)
         os.replace(partial, path)
 
     def read(self, key: str) -> bytes:
@@ -59,15 +61,14 @@ class DirectoryStorage:
 
     def upload(self, key: str, source: Path) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        private_directory(path.parent)
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, kept by copyfile
         os.close(fd)
         shutil.copyfile(source, partial)
-        os.chmod(partial, 0o640)
         os.replace(partial, path)
 
     def download(self, key: str, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(target.parent)
         try:
             shutil.copyfile(self._path(key), target)
         except FileNotFoundError:

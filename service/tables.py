@@ -6,7 +6,7 @@ Every tenant-owned row carries `tenant`; the API filters on it (admin keys see a
 import datetime as dt
 import uuid
 
-from sqlalchemy import Column, Text
+from sqlalchemy import BigInteger, Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 
@@ -20,6 +20,16 @@ def _id() -> str:
 
 class ApiKey(SQLModel, table=True):
     __tablename__ = "api_keys"
+    __table_args__ = (  # a name tells one active key of a tenant from its others (`headshot keys revoke NAME`)
+        Index(
+            "uq_api_keys_active_name",
+            "tenant",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
 
     id: str = Field(default_factory=_id, primary_key=True)
     name: str = Field(index=True)
@@ -37,6 +47,7 @@ class AuditEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     at: dt.datetime = Field(default_factory=_now, index=True)
+    key_id: str | None = Field(default=None, index=True)  # the API key's id (names can be reused once revoked)
     key_name: str
     role: str
     tenant: str = Field(index=True)
@@ -121,7 +132,7 @@ class Headshot(SQLModel, table=True):
     manifest_label: str = Field(index=True)
     watermark_payload: str
     style: str
-    seed: int
+    seed: int = Field(sa_column=Column(BigInteger, nullable=False))  # job seeds reach 2^63 - 1
     report: str = Field(sa_column=Column(Text, nullable=False))  # JSON: parameters, scores, checks, label
     kept: bool
     delivered_at: dt.datetime | None = None

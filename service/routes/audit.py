@@ -74,7 +74,13 @@ def audit_lookup(
 
     data = read_upload(file, settings.max_upload_bytes)
     try:
-        verdict = verify_image(data, settings.trust(), settings.image_limits, registry=settings.registry())
+        verdict = verify_image(
+            data,
+            settings.trust(),
+            settings.image_limits,
+            registry=settings.registry(),
+            remote_manifests=settings.remote_manifests(),
+        )
     except ImageInputError as exc:
         raise image_error(exc, file.filename) from None
     label = verdict.c2pa.manifest_label
@@ -205,7 +211,13 @@ def export_subject(subject_id: str, caller: Auditor, session: SessionDep) -> dic
             for h in headshots
         ],
         "audit_log": [
-            {"at": e.at.isoformat(), "key": e.key_name, "action": e.action, "object": f"{e.object_type} {e.object_id}"}
+            {
+                "at": e.at.isoformat(),
+                "key": e.key_name,
+                "key_id": e.key_id,
+                "action": e.action,
+                "object": f"{e.object_type} {e.object_id}",
+            }
             for e in events
         ],
     }

@@ -1,21 +1,24 @@
 """Studios: train / generate / pack jobs, and the headshots they produce."""
 
 import json
+import math
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from sqlmodel import select
 
 from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
 from service.jobs import STAGES, dispatch_job
 from service.routes.subjects import get_subject
 from service.tables import Headshot, Job, Photo
+from service.text import plain_text
 
 router = APIRouter(tags=["jobs"])
 Studio = Annotated[Caller, Depends(require("studio"))]
 NEEDS = {"train": {"training"}, "generate": {"generation"}, "pack": {"training", "generation"}}
+MAX_CHECKPOINTS = 100  # checkpoints one training run may write (the latest two are kept)
 
 
 class JobParameters(BaseModel):
@@ -24,14 +27,30 @@ class JobParameters(BaseModel):
     rank: int = Field(16, ge=1, le=256)
     alpha: int = Field(16, ge=1, le=1024)
     learning_rate: float = Field(1e-4, gt=0, le=1)
-    seed: int = 0
-    styles: list[str] | None = None
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    styles: list[plain_text(64)] | None = Field(
+        None, max_length=50, description="Style preset names (default: all presets)."
+    )
     count: int = Field(4, ge=1, le=100, description="Images per style.")
     inference_steps: int = Field(30, ge=1, le=200)
     size: int = Field(1024, ge=32, le=2048)
     top_k: int = Field(10, ge=1, le=1000)
-    checkpoint_every: int = Field(100, ge=1)
-    lora_job_id: str | None = Field(None, description="For generate: the succeeded train job whose LoRA to use.")
+    checkpoint_every: int = Field(
+        100, ge=1, description=f"Steps between checkpoints; at least steps / {MAX_CHECKPOINTS}."
+    )
+    lora_job_id: plain_text(64) | None = Field(
+        None, description="For generate: the succeeded train job whose LoRA to use."
+    )
+
+    @model_validator(mode="after")
+    def few_enough_checkpoints(self) -> "JobParameters":
+        least = math.ceil(self.steps / MAX_CHECKPOINTS)
+        if self.checkpoint_every < least:
+            raise ValueError(
+                f"checkpoint_every must be at least {least} for {self.steps} steps "
+                f"(at most {MAX_CHECKPOINTS} checkpoints a run)"
+            )
+        return self
 
 
 class JobIn(BaseModel):
@@ -79,6 +98,7 @@ def create_job(
         raise HTTPException(409, f"the subject's consent does not cover {', '.join(sorted(missing))}")
     if settings.sdxl_model is None:
         raise HTTPException(503, "no SDXL model is configured on this server (HEADSHOT_SDXL_MODEL); ask its operator")
+    _check_styles(body.parameters.styles, settings)
     if not session.exec(select(Photo).where(Photo.subject_id == subject.id, Photo.accepted)).first():
         raise HTTPException(409, "the subject has no accepted reference photo; upload some first")
     active = session.exec(select(Job).where(Job.tenant == subject.tenant, Job.status.in_(("queued", "running")))).all()
@@ -108,6 +128,20 @@ def create_job(
     dispatch_job(session.get_bind(), request.app.state.jobs.dispatch, job.id, job.stage)
     session.refresh(job)
     return job_out(job)
+
+
+def _check_styles(styles: list[str] | None, settings) -> None:
+    """Unknown style names are the caller's mistake (422) now, not a failed job after training."""
+    from generation.presets import PresetError, load_presets, select_presets
+
+    try:
+        presets = load_presets(settings.presets_file)
+    except PresetError as exc:
+        raise HTTPException(503, f"this server's style presets cannot be read ({exc}); ask its operator") from None
+    try:
+        select_presets(presets, styles)
+    except PresetError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.get("/v1/jobs/{job_id}")

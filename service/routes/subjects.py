@@ -7,11 +7,12 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlmodel import select
 
 from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
 from service.tables import Headshot, Job, Photo, Subject, Tombstone
+from service.text import plain_text
 from service.uploads import image_error, read_upload
 
 router = APIRouter(tags=["subjects"])
@@ -20,14 +21,18 @@ PURPOSES = ("training", "generation")
 
 
 class ConsentIn(BaseModel):
-    given_by: str = Field(min_length=1, description="Who consented (the person, or their legal representative).")
-    scope: list[str] = Field(min_length=1, description=f"What for: any of {', '.join(PURPOSES)}.")
-    text_version: str = Field(min_length=1, description="Version of the consent text they agreed to.")
-    given_at: dt.datetime | None = Field(None, description="When; default: now.")
+    given_by: plain_text(200) = Field(description="Who consented (the person, or their legal representative).")
+    scope: list[plain_text(32)] = Field(
+        min_length=1, max_length=8, description=f"What for: any of {', '.join(PURPOSES)}."
+    )
+    text_version: plain_text(100) = Field(description="Version of the consent text they agreed to.")
+    given_at: AwareDatetime | None = Field(
+        None, description="When, with its timezone (e.g. 2026-11-30T09:00:00Z); default: now."
+    )
 
 
 class SubjectIn(BaseModel):
-    display_name: str = Field(min_length=1, max_length=200)
+    display_name: plain_text(200)
     consent: ConsentIn
 
 

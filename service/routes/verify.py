@@ -1,11 +1,13 @@
 """Recruiters: verify a photo (JSON API, batch, and a public server-rendered page). Uploads are not kept."""
 
+import base64
 import hashlib
 import html
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from provenance import ImageInputError, Verdict, VerifyFailure, verify_image
 from service.deps import Caller, SessionDep, SettingsDep, audit, require
@@ -17,7 +19,14 @@ MAX_BATCH = 50
 
 
 def _verify(data: bytes, name: str, settings) -> Verdict:
-    return verify_image(data, settings.trust(), settings.image_limits, name=name, registry=settings.registry())
+    return verify_image(
+        data,
+        settings.trust(),
+        settings.image_limits,
+        name=name,
+        registry=settings.registry(),
+        remote_manifests=settings.remote_manifests(),
+    )
 
 
 @router.post("/v1/verify", response_model=Verdict)
@@ -74,7 +83,7 @@ li small {{ color: #555; }}
 </style></head><body>
 <h1>Is this photo AI-generated?</h1>
 <p>Upload a profile photo. We read its Content Credentials, its metadata and our watermark registry, and
-tell you what they say. The photo is not kept.</p>
+tell you what they say. The photo is not kept: it is read in memory and dropped once you have the answer.</p>
 <form method="post" action="/verify" enctype="multipart/form-data">
 <input type="file" name="file" accept="image/jpeg,image/png,image/webp" required>
 <button type="submit">Check</button>
@@ -82,6 +91,14 @@ tell you what they say. The photo is not kept.</p>
 {result}
 </body></html>
 """
+
+# The page's only style block may apply; no script, no frames, forms post back here only.
+_STYLE = re.search(r"<style>(.*?)</style>", PAGE.replace("{{", "{").replace("}}", "}"), re.DOTALL).group(1)
+PAGE_POLICY = (
+    "default-src 'none'; "
+    f"style-src 'sha256-{base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()}'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 PLAIN = {
     "ai_verified": "AI-generated, and the maker's signature is trusted.",
@@ -95,32 +112,47 @@ PLAIN = {
 }
 
 
+def page_response(result: str = "", status_code: int = 200, headers: dict | None = None) -> HTMLResponse:
+    """The public page with `result` (HTML) below the form, under the page's Content-Security-Policy."""
+    return HTMLResponse(
+        PAGE.format(result=result),
+        status_code=status_code,
+        headers={**(headers or {}), "Content-Security-Policy": PAGE_POLICY},
+    )
+
+
+def message_response(text: str, status_code: int, headers: dict | None = None) -> HTMLResponse:
+    """The public page saying `text` (an error, a refusal)."""
+    return page_response(_message(text), status_code, headers)
+
+
 @router.get("/verify", response_class=HTMLResponse, include_in_schema=False)
 def verify_page(request: Request) -> HTMLResponse:
     _public_page_enabled(request)
-    return HTMLResponse(PAGE.format(result=""))
+    return page_response()
+
+
+@router.get("/verify/", include_in_schema=False)
+def verify_page_with_slash() -> RedirectResponse:
+    """A relative redirect: never built from the Host header the client sent."""
+    return RedirectResponse("/verify", status_code=307)
 
 
 @router.post("/verify", response_class=HTMLResponse, include_in_schema=False)
 def verify_page_upload(
     request: Request, settings: SettingsDep, file: Annotated[UploadFile | None, File()] = None
 ) -> HTMLResponse:
+    """The address's rate limit and the body's size were checked before this (service/request_guard.py)."""
     _public_page_enabled(request)
-    limiter = request.app.state.public_limiter
-    if wait := limiter.take(request.client.host if request.client else "unknown"):
-        message = f"Too many checks from your address; try again in {limiter.retry_after(wait)} seconds."
-        return HTMLResponse(
-            PAGE.format(result=_message(message)), status_code=429, headers={"Retry-After": limiter.retry_after(wait)}
-        )
     if file is None or not file.filename:
-        return HTMLResponse(PAGE.format(result=_message("Choose a photo to check.")), status_code=422)
+        return message_response("Choose a photo to check.", 422)
     try:
         verdict = _verify(read_upload(file, settings.max_upload_bytes), file.filename, settings)
     except HTTPException as exc:
-        return HTMLResponse(PAGE.format(result=_message(exc.detail)), status_code=exc.status_code)
+        return message_response(exc.detail, exc.status_code)
     except ImageInputError as exc:
         error = image_error(exc, file.filename)
-        return HTMLResponse(PAGE.format(result=_message(error.detail)), status_code=error.status_code)
+        return message_response(error.detail, error.status_code)
     css = {True: "ai", False: "real", None: ""}[verdict.ai_generated]
     evidence = "".join(
         f"<li>{html.escape(item.detail)} <small>({item.source}, {item.strength})</small></li>"
@@ -137,7 +169,7 @@ def verify_page_upload(
         f"<h3>Evidence</h3><ul>{evidence or '<li>none</li>'}</ul>"
         f"<p><small>Label <code>{verdict.label}</code> · file {html.escape(verdict.file)}</small></p>"
     )
-    return HTMLResponse(PAGE.format(result=result))
+    return page_response(result)
 
 
 def _public_page_enabled(request: Request) -> None:

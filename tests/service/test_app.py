@@ -423,7 +423,9 @@ def test_consent_withdrawal_stops_jobs_and_erases(client, keys, settings):
     ]
     assert _upload(client, keys["studio"], subject_id, "img5.jpg").json()["accepted"]
     job = client.post(
-        f"/v1/subjects/{subject_id}/jobs", json={"kind": "train", "parameters": {**PACK, "steps": 400}}, headers=studio
+        f"/v1/subjects/{subject_id}/jobs",
+        json={"kind": "train", "parameters": {**PACK, "steps": 400, "checkpoint_every": 100}},
+        headers=studio,
     ).json()
     withdrawn = client.post(f"/v1/subjects/{subject_id}/consent/withdraw", headers=studio)
     assert withdrawn.status_code == 200 and withdrawn.json()["erased"]

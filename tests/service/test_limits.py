@@ -40,7 +40,9 @@ def test_token_bucket():
     assert wait == pytest.approx(20.0)  # one token every 20 s
     assert limiter.retry_after(wait) == "20"
     assert limiter.take("b") == 0.0  # buckets are separate
+    assert limiter.wait("a") == pytest.approx(20.0) and limiter.wait("c") == 0.0  # `wait` takes nothing
     clock.now = 20.0
+    assert limiter.wait("a") == 0.0
     assert limiter.take("a") == 0.0
     assert limiter.take("a") > 0
 
@@ -138,6 +140,15 @@ def test_redis_replicas_share_one_budget(redis_url):
         assert set(client.hkeys(f"{prefix}:key:a")) == {b"tokens", b"at"}
 
 
+def test_redis_wait_tells_without_taking(redis_url):
+    """`wait` (asked before a key is looked up, for failed authentications) takes no token."""
+    limiter = RedisRateLimiter(2, redis_url, "f", prefix=f"headshot:test-{uuid.uuid4().hex}")
+    assert [limiter.wait("a") for _ in range(5)] == [0.0] * 5
+    assert [limiter.take("a"), limiter.take("a")] == [0.0, 0.0]
+    assert 0 < limiter.wait("a") <= 30 and 0 < limiter.wait("a") <= 30  # empty now, and still not taking
+    assert limiter.wait("b") == 0.0
+
+
 def test_redis_bucket_refills(redis_url):
     limiter = RedisRateLimiter(120, redis_url, "key", prefix=f"headshot:test-{uuid.uuid4().hex}")  # 2 a second
     allowed = 0
@@ -191,7 +202,7 @@ def test_unreachable_redis_lets_requests_through(tmp_path, caplog, monkeypatch):
         assert [client.post("/v1/verify", files=photo, headers=headers).status_code for _ in range(5)] == [200] * 5
         assert [client.post("/verify", files=photo).status_code for _ in range(4)] == [200] * 4
     warnings = [record.getMessage() for record in caplog.records]
-    assert len(warnings) == 2  # one per limiter for the whole outage
+    assert len(warnings) == 3  # one per limiter (keys, the public page, failed authentications) for the outage
     assert all("Redis at redis://127.0.0.1:1/0 unreachable" in warning for warning in warnings)
 
 

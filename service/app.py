@@ -10,7 +10,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from service.limits import rate_limiter
-from service.routes import audit, jobs, subjects, verify
+from service.routes import audit, jobs, records, subjects, verify, webhooks
 from service.settings import Settings
 
 
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict:
         return {"status": "ok", "version": version("headshot")}
 
-    for module in (subjects, jobs, verify, audit):
+    for module in (subjects, jobs, verify, audit, records, webhooks):
         app.include_router(module.router)
     app.openapi = lambda: _openapi_with_plain_errors(app)
     return app

@@ -73,7 +73,7 @@ def resolve_receiver(url: str, allowed_hosts: list[str]) -> list[str]:
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         found = socket.getaddrinfo(parsed.host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
         raise WebhookUrlError(f"the host {parsed.host} does not resolve ({exc})") from None
     addresses = list(dict.fromkeys(info[4][0] for info in found))
     if parsed.host.lower() in {host.lower() for host in allowed_hosts}:

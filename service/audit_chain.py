@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import event, select, update
+from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.orm import Session
 
 from service.tables import AuditAnchor, AuditChainHead, AuditEvent
@@ -77,16 +77,21 @@ def record(session: Session, audit_event: AuditEvent) -> None:
     session.info.setdefault(_PENDING, []).append(audit_event)
 
 
+_HEAD = AuditChainHead.__table__
+_ADVANCE = update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1).returning(_HEAD.c.seq, _HEAD.c.hash)
+_SET_HEAD_HASH = update(_HEAD).where(_HEAD.c.id == 1).values(hash=bindparam("head_hash"))
+_INSERT = insert(AuditEvent.__table__)
+
+
 @event.listens_for(Session, "before_commit")
 def _append_pending(session: Session) -> None:
-    for audit_event in session.info.pop(_PENDING, []):
-        head = session.execute(
-            update(AuditChainHead)
-            .where(AuditChainHead.id == 1)
-            .values(seq=AuditChainHead.seq + 1)
-            .returning(AuditChainHead.seq, AuditChainHead.hash)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
+    pending = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    session.flush()  # the caller's own changes first: the head stays locked only for the append and the commit
+    connection = session.connection()
+    for audit_event in pending:
+        head = connection.execute(_ADVANCE).one_or_none()
         if head is None:
             raise AuditChainError(
                 "the audit chain has no head row: the database predates migration 0005 (run `headshot db "
@@ -95,13 +100,8 @@ def _append_pending(session: Session) -> None:
         audit_event.seq, audit_event.prev_hash = head.seq, head.hash
         audit_event.at = dt.datetime.now(dt.UTC)  # the time it joined the log: in chain order
         audit_event.hash = event_hash(event_columns(audit_event))
-        session.add(audit_event)
-        session.execute(
-            update(AuditChainHead)
-            .where(AuditChainHead.id == 1)
-            .values(hash=audit_event.hash)
-            .execution_options(synchronize_session=False)
-        )
+        connection.execute(_INSERT, [{k: v for k, v in event_columns(audit_event).items() if k != "id"}])
+        connection.execute(_SET_HEAD_HASH, {"head_hash": audit_event.hash})
 
 
 @event.listens_for(Session, "after_soft_rollback")

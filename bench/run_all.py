@@ -12,7 +12,9 @@ Each part runs in a fresh process, so one part's memory and core pinning do not 
 - registry lookup at 10^4, 10^5 and 10^6 entries next to a bare numpy Hamming scan of the same arrays
   (bench/registry.py; one core);
 - `POST /v1/verify` throughput at 1, 8 and 32 concurrent clients next to in-process `verify_image` on one core
-  (bench/api_load.py).
+  (bench/api_load.py);
+- recording one audit event, chained, next to the plain INSERT it was before the chain, on SQLite and
+  PostgreSQL, alone and with 4 writer processes, and `audit verify`'s rate (bench/audit.py).
 
 ratio = ours / reference: for times above 1 means slower than the reference, for throughput below 1 does.
 --quick skips 10^6 entries and shortens every part (about 1 minute instead of about 2 on the 2-core machine).
@@ -66,6 +68,7 @@ times, above 1 means slower than the reference; for API throughput, below 1 does
 | `robustness.py [--images 40]` | soft-binding recovery after transforms, false recoveries, cost |
 | `generation.py [--model DIR]` | the whole pack on the tiny random SDXL |
 | `scale.py [--images N] [--jobs 10] [--json]` | 1 and 2 API processes on PostgreSQL, staleness, dispatch (README) |
+| `audit.py [--events 200] [--writers 4] [--verify N] [--json]` | chaining an audit event vs a plain INSERT |
 
 How each row is measured:
 
@@ -83,6 +86,10 @@ How each row is measured:
   from an asyncio + httpx load generator in the same machine, which competes with the service for its cores.
   Each client sends its next request when the last one is answered. The reference is in-process
   `provenance.verify_image` on one core with the service's trust anchors and registry.
+- **audit** times transactions that each record one audit event and commit (`service.deps.audit`, chained:
+  head row UPDATE ... RETURNING, SHA-256, INSERT, head UPDATE) next to the same event INSERTed with its chain
+  fields filled in, on a SQLite file and a fresh PostgreSQL database on 127.0.0.1 (no core pinning: 4 writer
+  processes also run at once). `audit verify` is timed on a chain grown in bulk to `--verify` events.
 """
 
 
@@ -281,6 +288,39 @@ def collect(quick: bool, console: Console) -> list[tuple[str, str, str, str, str
                     f"p99 {run['p99_s'] * 1000:.0f} ms{errors})",
                     f"{rate:.1f} calls/s (verify_image in process, 1 core)",
                     f"{run['rps'] / rate:.2f}",
+                )
+            )
+    events = 50 if quick else 200
+    result = run_part([str(BENCH / "audit.py"), "--events", str(events), "--json"], console)
+    if not failed("audit", result):
+        for database, measured in result.items():
+            single, reference = measured["single_chained_ms"], measured["single_reference_ms"]
+            rows.append(
+                (
+                    "audit",
+                    f"record one event + commit, {database} (median of {events})",
+                    f"{single:.2f} ms",
+                    f"{reference:.2f} ms (the same event, plain INSERT)",
+                    f"{single / reference:.2f}",
+                )
+            )
+            chained, plain = measured["concurrent_chained_per_s"], measured["concurrent_reference_per_s"]
+            rows.append(
+                (
+                    "audit",
+                    f"4 writer processes at once, {database}",
+                    f"{chained:.0f} events/s",
+                    f"{plain:.0f} events/s (plain INSERTs)",
+                    f"{chained / plain:.2f}",
+                )
+            )
+            rows.append(
+                (
+                    "audit",
+                    f"audit verify, {measured['verified_events']:,} events, {database}",
+                    f"{measured['verify_per_s']:,.0f} events/s",
+                    "-",
+                    "-",
                 )
             )
     return rows

@@ -15,7 +15,7 @@ from starlette.formparsers import MultiPartParser
 from service.api_docs import docs_router
 from service.limits import rate_limiter
 from service.request_guard import PUBLIC_PAGE, Limiters, RequestGuard, largest_body
-from service.routes import audit, jobs, subjects, verify
+from service.routes import audit, jobs, records, subjects, verify, webhooks
 from service.security_headers import SecurityHeaders
 from service.settings import Settings
 
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict:
         return {"status": "ok", "version": version("headshot")}
 
-    for module in (subjects, jobs, verify, audit):
+    for module in (subjects, jobs, verify, audit, records, webhooks):
         app.include_router(module.router)
     app.include_router(docs_router(app.title))
     app.openapi = lambda: _openapi_with_plain_errors(app)

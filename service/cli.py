@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from service.audit_commands import audit_app
+
 app = typer.Typer(
     help="Disclosed AI headshots: generate with consent, score, and verify any photo.",
     no_args_is_help=True,
@@ -27,6 +29,7 @@ models_app = typer.Typer(help="SDXL models: a tiny random one for tests and demo
 app.add_typer(models_app, name="models")
 registry_app = typer.Typer(help="The registry of disclosed images (watermarks and fingerprints).", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
+app.add_typer(audit_app, name="audit")
 
 console = Console(soft_wrap=True, emoji=False)  # ":AB:" in a fingerprint is not an emoji
 errors = Console(stderr=True, soft_wrap=True, emoji=False)
@@ -69,7 +72,9 @@ def serve(
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option(help="gpu (train, render), cpu (score), or gpu,cpu.")] = "gpu,cpu",
+    queues: Annotated[
+        str, typer.Option(help="gpu (train, render), cpu (score), webhooks (deliveries), comma-separated.")
+    ] = "gpu,cpu,webhooks",
     name: Annotated[str | None, typer.Option(help="This worker's name in job records (default host:pid).")] = None,
 ) -> None:
     """Run job stages from the Celery queues on HEADSHOT_BROKER_URL (one stage at a time per process)."""
@@ -82,7 +87,7 @@ def worker(
     chosen = [queue.strip() for queue in queues.split(",") if queue.strip()]
     unknown = sorted(set(chosen) - set(QUEUES))
     if not chosen or unknown:
-        _fail(f"unknown queue {', '.join(unknown) or '(none)'}; use gpu, cpu or gpu,cpu")
+        _fail(f"unknown queue {', '.join(unknown) or '(none)'}; use gpu, cpu, webhooks or several, comma-separated")
     try:
         run_worker(settings, chosen, name)
     except DatabaseError as exc:

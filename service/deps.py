@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlmodel import Session, select
 
+from service.audit_chain import record
 from service.settings import Settings
 from service.tables import ApiKey, AuditEvent
 from service.text import unsafe_character
@@ -95,8 +96,9 @@ def require(*roles: str):
 
 
 def audit(session: Session, caller: Caller, action: str, object_type: str, object_id: str, detail: str = "") -> None:
-    """Record who did what; committed with the caller's own change."""
-    session.add(
+    """Record who did what; chained onto the audit log when the caller's own change commits."""
+    record(
+        session,
         AuditEvent(
             key_id=caller.key_id,
             key_name=caller.key_name,
@@ -106,7 +108,7 @@ def audit(session: Session, caller: Caller, action: str, object_type: str, objec
             object_type=object_type,
             object_id=object_id,
             detail=detail,
-        )
+        ),
     )
 
 

@@ -37,8 +37,10 @@ from sqlalchemy import func, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
+from service.background import PeriodicWork
 from service.files import private_directory
 from service.tables import Headshot, Job, Photo, Subject
+from service.webhooks import JOB_ENDINGS, job_ended
 
 log = logging.getLogger("headshot.jobs")
 
@@ -101,6 +103,8 @@ class Lease:
         if self.lost.is_set() or not self.renew(session, **changes):
             self.lost.set()
             raise LeaseLost(f"job {self.job_id}: attempt {self.attempt} no longer holds the lease")
+        if changes.get("status") in JOB_ENDINGS:
+            job_ended(session, self.job_id)  # its webhooks, in the transaction that ends it
 
     def update(self, **changes) -> None:
         with Session(self.engine) as session:
@@ -207,12 +211,14 @@ def sweep(engine, dispatch: Callable[[str, str], None], max_attempts: int) -> li
                 }
             else:
                 changes = {"status": "queued", "dispatched_at": None}
-            session.exec(
+            swept = session.exec(
                 update(Job)
                 .where(Job.id == job.id, Job.attempt == job.attempt, Job.status == "running", lapsed)
                 .values(worker=None, lease_expires_at=None, lease_losses=Job.lease_losses + 1, **changes)
                 .execution_options(synchronize_session=False)
-            )
+            ).rowcount
+            if swept and changes["status"] != "queued":
+                job_ended(session, job.id)
             if changes["status"] == "queued":
                 log.warning("job %s: worker %s went silent at %s; queued again", job.id, job.worker, job.stage)
         session.commit()
@@ -338,7 +344,12 @@ class StageRun:
         lora_key = f"{self.prefix}lora-{self.lease.attempt}/"
         for name in (LORA_FILE, "training.json"):
             self.storage.upload(lora_key + name, lora_dir / name)
-        return {"lora_key": lora_key, "lora_sha256": result.lora_sha256, "model_sha256": model.sha256}
+        return {
+            "lora_key": lora_key,
+            "lora_sha256": result.lora_sha256,
+            "model_sha256": model.sha256,
+            "trained_at": _now(),
+        }
 
     def render(self) -> dict:
         from generation.pack import PackError, Provenance, render_disclosed, training_record
@@ -593,7 +604,8 @@ class InProcessWorker:
     """The default dispatcher: one thread in the service process runs every stage, in dispatch order.
 
     Stages dispatched to it live in memory, so at start it dispatches every queued job again (a claim
-    that loses to another process is a no-op). Between stages it sweeps for expired leases.
+    that loses to another process is a no-op). Between stages it sweeps for expired leases. Webhook
+    deliveries and audit anchors run beside it (service/background.py), never on its thread.
     """
 
     def __init__(self, settings):
@@ -611,11 +623,14 @@ class InProcessWorker:
             self.dispatch(job_id, stage)
         self._thread = threading.Thread(target=self._work, name="headshot-jobs", daemon=True)
         self._thread.start()
+        self._periodic = PeriodicWork(self.settings)  # webhook deliveries and audit anchors, on threads of their own
+        self._periodic.start()
 
     def stop(self) -> None:
         if self._thread:
             self._queue.put(None)
             self._thread.join(timeout=30)
+            self._periodic.stop()
 
     def dispatch(self, job_id: str, stage: str) -> None:
         self._queue.put((job_id, stage))

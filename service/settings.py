@@ -2,9 +2,10 @@
 
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from provenance import CredentialStore, ImageLimits, TrustAnchors
 
@@ -89,8 +90,28 @@ class Settings(BaseSettings):
         "default: none (nothing is ever fetched).",
     )
 
+    audit_anchor_seconds: float = Field(
+        3600.0, gt=0, description="Workers have the audit chain's head time-stamped this often (with timestamp_url)."
+    )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts webhooks may reach even on loopback, private or link-local addresses.",
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Connect and read timeout of one delivery.")
+    webhook_retry_seconds: float = Field(
+        30.0, gt=0, description="Wait before retrying a failed delivery; doubles at each attempt (at most 6 h)."
+    )
+    webhook_max_attempts: int = Field(10, ge=1, description="Attempts after which a delivery is marked failed.")
+
     host: str = "127.0.0.1"
     port: int = 8000
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            return [host.strip() for host in value.split(",") if host.strip()]
+        return value
 
     @property
     def resolved_database_url(self) -> str:
@@ -134,6 +155,13 @@ class Settings(BaseSettings):
             signing_callback=self.signing_callback,
             signing_chain=self.signing_chain,
         )
+
+    @cached_property
+    def audit_keys(self):
+        """The installation's audit key, which signs exports and training records (service/signed_records.py)."""
+        from service.signed_records import AuditKeyStore
+
+        return AuditKeyStore(self.resolved_credentials_dir)
 
     def face_analyser(self):
         """The configured face backend; insightface needs HEADSHOT_INSIGHTFACE_PACK."""

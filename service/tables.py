@@ -1,4 +1,5 @@
-"""The service's tables (SQLModel): keys, audit log, subjects with consent, photos, jobs, headshots, tombstones.
+"""The service's tables (SQLModel): keys, audit log (hash-chained, with its anchors), subjects with consent,
+photos, jobs, headshots, tombstones, webhooks and their deliveries.
 
 Every tenant-owned row carries `tenant`; the API filters on it (admin keys see all tenants).
 """
@@ -43,6 +44,10 @@ class ApiKey(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
+    """One event of the audit log; `seq`, `prev_hash` and `hash` chain it to the one before
+    (service/audit_chain.py). New columns must be nullable: a NULL is left out of the hash, so the hashes
+    of the rows written before the column existed stay valid."""
+
     __tablename__ = "audit_events"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -55,6 +60,33 @@ class AuditEvent(SQLModel, table=True):
     object_type: str
     object_id: str = Field(index=True)
     detail: str = ""
+    seq: int = Field(unique=True, index=True)  # the event's place in the chain: 1, 2, 3...
+    prev_hash: str  # the hash of event seq - 1 (64 zeros for the first)
+    hash: str  # SHA-256 of the canonical event, prev_hash included
+
+
+class AuditChainHead(SQLModel, table=True):
+    """The chain's last event, in one row that every writer locks (UPDATE) to append."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int
+    hash: str
+
+
+class AuditAnchor(SQLModel, table=True):
+    """An RFC 3161 time-stamp token over the chain's head at one moment (`headshot audit anchor`)."""
+
+    __tablename__ = "audit_anchors"
+
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(index=True)
+    hash: str
+    tsa_url: str
+    token: str = Field(sa_column=Column(Text, nullable=False))  # base64 of the DER TimeStampToken
+    time_stamped_at: dt.datetime  # the authority's genTime
+    created_at: dt.datetime = Field(default_factory=_now)
 
 
 class Subject(SQLModel, table=True):
@@ -114,6 +146,7 @@ class Job(SQLModel, table=True):
     cancel_requested: bool = False
     lora_sha256: str | None = None
     model_sha256: str | None = None
+    trained_at: dt.datetime | None = None  # when its train stage recorded the LoRA
     created_by: str
     created_at: dt.datetime = Field(default_factory=_now)
     started_at: dt.datetime | None = None
@@ -149,3 +182,38 @@ class Tombstone(SQLModel, table=True):
     erased_at: dt.datetime = Field(default_factory=_now)
     photo_hashes: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of SHA-256
     kept_manifests: str = Field(sa_column=Column(Text, nullable=False))  # JSON: delivered headshots still recognised
+
+
+class Webhook(SQLModel, table=True):
+    """A tenant's endpoint for events (Standard Webhooks); the secret signs each delivery, so it is kept."""
+
+    __tablename__ = "webhooks"
+
+    id: str = Field(default_factory=_id, primary_key=True)
+    tenant: str = Field(index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: str = Field(sa_column=Column(Text, nullable=False))  # JSON list of event types
+    secret: str  # whsec_<base64>
+    created_by: str
+    created_at: dt.datetime = Field(default_factory=_now)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one webhook, written in the transaction of the change it announces (an outbox)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: str = Field(primary_key=True)  # msg_<hex>: the webhook-id header, the same on every retry
+    webhook_id: str = Field(index=True, foreign_key="webhooks.id")
+    tenant: str = Field(index=True)
+    event_type: str
+    payload: str = Field(sa_column=Column(Text, nullable=False))  # the exact JSON body sent
+    status: str = Field(default="pending", index=True)  # pending | succeeded | failed
+    attempts: int = 0
+    next_attempt_at: dt.datetime = Field(default_factory=_now, index=True)
+    claimed_until: dt.datetime | None = None  # a dispatcher or sender holds it until then
+    last_status_code: int | None = None
+    last_error: str | None = None
+    attempt_log: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON: one entry per attempt
+    created_at: dt.datetime = Field(default_factory=_now)
+    finished_at: dt.datetime | None = None

@@ -11,6 +11,9 @@ so it decides nothing about running jobs: messages are acknowledged when their s
 worker process runs one stage at a time with one message prefetched (the solo pool), and the timeout,
 HEADSHOT_REDELIVERY_SECONDS, only brings back a message whose worker died before it could even claim the
 job. The copies it brings back meanwhile for stages still running are claims that fail and are dropped.
+
+Webhook deliveries go to a third queue, `webhooks` (one short POST each, never behind a stage): every worker
+hands the due ones to it each second (service/background.py), and a worker serving it sends them.
 """
 
 import logging
@@ -18,10 +21,12 @@ import threading
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.background import PeriodicWork
 from service.jobs import QUEUE_FOR_STAGE, remove_stale_scratch, run_stage, sweep, worker_name
 
 RUN_STAGE = "headshot.run_stage"
-QUEUES = ("gpu", "cpu")
+DELIVER_WEBHOOK = "headshot.deliver_webhook"
+QUEUES = ("gpu", "cpu", "webhooks")
 log = logging.getLogger("headshot.worker")
 
 
@@ -65,6 +70,9 @@ class CeleryDispatcher:
     def dispatch(self, job_id: str, stage: str) -> None:
         self.app.send_task(RUN_STAGE, args=[job_id, stage], queue=QUEUE_FOR_STAGE[stage], retry=False)
 
+    def dispatch_delivery(self, delivery_id: str) -> None:
+        self.app.send_task(DELIVER_WEBHOOK, args=[delivery_id], queue="webhooks", retry=False)
+
 
 def run_worker(settings, queues: list[str], name: str | None = None) -> None:
     """Serve the given queues until stopped (SIGTERM finishes the current stage first)."""
@@ -86,7 +94,14 @@ def run_worker(settings, queues: list[str], name: str | None = None) -> None:
         except SQLAlchemyError as exc:  # the database is away: try this message again shortly
             raise task.retry(exc=exc, countdown=10, max_retries=None) from None
 
+    @app.task(name=DELIVER_WEBHOOK)
+    def deliver_webhook(delivery_id: str) -> None:
+        from service.webhooks import deliver
+
+        deliver(settings, delivery_id)  # if the database is away, its claim runs out and it is dispatched again
+
     stopping = threading.Event()
+    periodic = PeriodicWork(settings, dispatcher.dispatch_delivery)
 
     def sweep_forever() -> None:
         while not stopping.wait(max(0.5, settings.lease_seconds / 2)):
@@ -98,10 +113,12 @@ def run_worker(settings, queues: list[str], name: str | None = None) -> None:
     @signals.worker_ready.connect(weak=False)
     def start_sweeper(**_) -> None:
         threading.Thread(target=sweep_forever, name="headshot-sweeper", daemon=True).start()
+        periodic.start()
 
     @signals.worker_shutdown.connect(weak=False)
     def stop_sweeper(**_) -> None:
         stopping.set()
+        periodic.stop()
 
     app.worker_main(
         [

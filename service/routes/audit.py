@@ -1,4 +1,8 @@
-"""Auditors: which photos, under which consent, trained which model, and which outputs came from it."""
+"""Auditors: which photos, under which consent, trained which model, and which outputs came from it.
+
+The chain of a headshot and a subject's export are signed records (service/signed_records.py): the same
+JSON as before, plus a `jws` that `headshot audit verify-export` checks offline.
+"""
 
 import hashlib
 import json
@@ -53,13 +57,13 @@ def _visible_headshot(session, caller: Caller, **where) -> Headshot | None:
 
 
 @router.get("/v1/audit/headshots/{headshot_id}")
-def audit_headshot(headshot_id: str, caller: Auditor, session: SessionDep) -> dict:
+def audit_headshot(headshot_id: str, caller: Auditor, session: SessionDep, settings: SettingsDep) -> dict:
     headshot = _visible_headshot(session, caller, id=headshot_id)
     if headshot is None:
         raise HTTPException(404, f"no headshot {headshot_id}")
     audit(session, caller, "audit-read", "headshot", headshot_id)
     session.commit()
-    return _chain(session, headshot)
+    return settings.audit_keys.sign(_chain(session, headshot), "headshot-chain")
 
 
 @router.post("/v1/audit/lookup")
@@ -90,7 +94,8 @@ def audit_lookup(
     session.commit()
     headshot = _visible_headshot(session, caller, manifest_label=label) if label else None
     if headshot is not None:
-        return {"found": True, "verdict_label": verdict.label, **_chain(session, headshot)}
+        chain = {"found": True, "verdict_label": verdict.label, **_chain(session, headshot)}
+        return settings.audit_keys.sign(chain, "headshot-chain")
     erased = [
         tombstone_out(t)
         for t in session.exec(select(Tombstone)).all()
@@ -159,23 +164,24 @@ def training_lookup(
 
 
 @router.get("/v1/audit/subjects/{subject_id}/export")
-def export_subject(subject_id: str, caller: Auditor, session: SessionDep) -> dict:
+def export_subject(subject_id: str, caller: Auditor, session: SessionDep, settings: SettingsDep) -> dict:
+    """The subject's whole record (or its tombstone), signed; each audit event with its place in the chain."""
     subject = session.get(Subject, subject_id)
     if subject is None or not caller.sees(subject.tenant):
         tombstone = session.exec(select(Tombstone).where(Tombstone.subject_id == subject_id)).first()
         if tombstone is not None and caller.sees(tombstone.tenant):
             audit(session, caller, "audit-export", "subject", subject_id, "tombstone")
             session.commit()
-            return {"subject": None, "tombstone": tombstone_out(tombstone)}
+            return settings.audit_keys.sign({"subject": None, "tombstone": tombstone_out(tombstone)}, "subject-export")
         raise HTTPException(404, f"no subject {subject_id}")
     photos = session.exec(select(Photo).where(Photo.subject_id == subject.id)).all()
     jobs = session.exec(select(Job).where(Job.subject_id == subject.id)).all()
     headshots = session.exec(select(Headshot).where(Headshot.subject_id == subject.id)).all()
     related = {subject.id, *(p.id for p in photos), *(j.id for j in jobs), *(h.id for h in headshots)}
-    events = session.exec(select(AuditEvent).where(AuditEvent.object_id.in_(related)).order_by(AuditEvent.at)).all()
+    events = session.exec(select(AuditEvent).where(AuditEvent.object_id.in_(related)).order_by(AuditEvent.seq)).all()
     audit(session, caller, "audit-export", "subject", subject.id)
     session.commit()
-    return {
+    export = {
         "subject": subject_out(subject),
         "photos": [
             {
@@ -217,7 +223,10 @@ def export_subject(subject_id: str, caller: Auditor, session: SessionDep) -> dic
                 "key_id": e.key_id,
                 "action": e.action,
                 "object": f"{e.object_type} {e.object_id}",
+                "seq": e.seq,
+                "hash": e.hash,
             }
             for e in events
         ],
     }
+    return settings.audit_keys.sign(export, "subject-export")

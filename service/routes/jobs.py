@@ -14,6 +14,7 @@ from service.jobs import STAGES, dispatch_job
 from service.routes.subjects import get_subject
 from service.tables import Headshot, Job, Photo
 from service.text import plain_text
+from service.webhooks import job_ended
 
 router = APIRouter(tags=["jobs"])
 Studio = Annotated[Caller, Depends(require("studio"))]
@@ -159,6 +160,7 @@ def cancel_job(job_id: str, caller: Studio, session: SessionDep) -> dict:
         job.status = "cancelled"
     session.add(job)
     audit(session, caller, "cancel", "job", job.id)
+    job_ended(session, job.id)  # cancelled at once when no worker held it
     session.commit()
     return job_out(job)
 

@@ -14,6 +14,7 @@ from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, requ
 from service.tables import Headshot, Job, Photo, Subject, Tombstone
 from service.text import plain_text
 from service.uploads import image_error, read_upload
+from service.webhooks import enqueue
 
 router = APIRouter(tags=["subjects"])
 Studio = Annotated[Caller, Depends(require("studio"))]
@@ -147,6 +148,12 @@ def withdraw_consent(subject_id: str, caller: Studio, session: SessionDep, setti
     subject.consent_withdrawn_at = dt.datetime.now(dt.UTC)
     session.add(subject)
     audit(session, caller, "withdraw-consent", "subject", subject.id)
+    enqueue(
+        session,
+        subject.tenant,
+        "consent.withdrawn",
+        {"subject_id": subject.id, "withdrawn_at": subject.consent_withdrawn_at.isoformat()},
+    )
     session.commit()
     return erase(session, caller, subject, settings)
 
@@ -190,6 +197,12 @@ def erase(session, caller: Caller, subject: Subject, settings) -> dict:
     session.add(tombstone)
     session.delete(subject)
     audit(session, caller, "erase", "subject", subject.id, f"{len(photos)} photos, {len(headshots)} headshots")
+    enqueue(
+        session,
+        subject.tenant,
+        "subject.erased",
+        {"subject_id": subject.id, "erased_at": tombstone.erased_at.isoformat(), "delivered_headshots_kept": len(kept)},
+    )
     session.commit()
     return tombstone_out(tombstone)
 

@@ -46,7 +46,7 @@ from service.app import create_app
 from service.database import engine_for
 from service.deps import create_key
 from service.settings import Settings
-from service.tables import Headshot, Job, Subject
+from service.tables import Headshot, Job, Subject, Webhook
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 MAX_EXAMPLES = int(os.environ.get("HEADSHOT_FUZZ_EXAMPLES", "150"))
@@ -137,7 +137,8 @@ def flatmap_body(context, body):
 
 @pytest.fixture(scope="module")
 def api():
-    """An admin key, and real objects for path ids: a subject with an accepted photo, a job, a headshot."""
+    """An admin key, and real objects for path ids: a subject with an accepted photo, a job, a headshot, a
+    webhook."""
     from fastapi.testclient import TestClient
 
     with Session(engine_for(SETTINGS.resolved_database_url)) as session:
@@ -178,8 +179,16 @@ def api():
             kept=True,
         )
         session.add(headshot)
+        webhook = Webhook(
+            tenant="default",
+            url="https://hooks.example/headshot",
+            events=json.dumps(["job.succeeded"]),
+            secret="whsec_ZnV6eg==",
+            created_by="fuzz-admin",
+        )
+        session.add(webhook)
         session.commit()
-        IDS.update(subject_id=[subject_id], job_id=[job.id], headshot_id=[headshot.id])
+        IDS.update(subject_id=[subject_id], job_id=[job.id], headshot_id=[headshot.id], webhook_id=[webhook.id])
     yield admin
     shutil.rmtree(DATA_DIR, ignore_errors=True)
 

@@ -13,6 +13,7 @@ from service.app import create_app
 from service.database import engine_for
 from service.deps import create_key
 from service.settings import Settings
+from service.signed_records import verify_record
 from service.tables import ApiKey, Job
 from tests.conftest import CONFORMANCE, FACES, encode
 
@@ -236,11 +237,14 @@ def test_studio_to_auditor_to_erasure(client, keys, settings):
     assert verdict["label"] == "ai_soft_binding"
 
     chain = client.get(f"/v1/audit/headshots/{first['id']}", headers=auth(auditor)).json()
+    jwks = client.get("/.well-known/jwks.json").json()
+    assert verify_record(chain, jwks).record_type == "headshot-chain"  # signed (tests/service/test_signed_records.py)
     assert chain["subject"]["consent"]["text_version"] == "consent-v3"
     assert sorted(p["sha256"] for p in chain["reference_photos"]) == sorted(u["sha256"] for u in uploads)
     assert chain["lora_sha256"] == finished["lora_sha256"] and chain["base_model_sha256"] == finished["model_sha256"]
     lookup = client.post("/v1/audit/lookup", files={"file": ("s.png", stripped, "image/png")}, headers=auth(auditor))
     assert lookup.json()["found"] and lookup.json()["headshot"]["id"] == first["id"]
+    assert verify_record(lookup.json(), jwks).record_type == "headshot-chain"
     training = client.post(
         "/v1/audit/training-lookup",
         files={
@@ -268,6 +272,7 @@ def test_studio_to_auditor_to_erasure(client, keys, settings):
     assert "ingredients" not in verdict["recovered_manifest"]  # ... without the reference photos' hashes
     tombstone = client.get(f"/v1/audit/subjects/{subject_id}/export", headers=auth(auditor)).json()
     assert tombstone["subject"] is None and tombstone["tombstone"]["erased_by"] == "studio-a"
+    assert verify_record(tombstone, jwks).record_type == "subject-export"
     lookup = client.post("/v1/audit/lookup", files={"file": ("s.png", stripped, "image/png")}, headers=auth(auditor))
     assert not lookup.json()["found"] and lookup.json()["erased_subjects"][0]["subject_id"] == subject_id
 

@@ -23,7 +23,7 @@ from service.tables import AuditAnchor, AuditChainHead, AuditEvent
 from tests.conftest import fresh_postgres_database
 from tests.provenance.tsa_server import TimestampAuthority
 
-CALLER = Caller("ops", "admin", "t")
+CALLER = Caller("key-ops", "ops", "admin", "t")
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ from service.deps import Caller, audit
 
 url, name, count, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 engine = engine_for(url)
-caller = Caller(name, "studio", name)
+caller = Caller(f"key-{name}", name, "studio", name)
 time.sleep(max(0.0, start - time.time()))
 for index in range(count):
     with Session(engine) as session:

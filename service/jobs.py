@@ -247,7 +247,7 @@ def remove_stale_scratch(settings) -> list[Path]:
 def run_stage(settings, job_id: str, stage: str, worker: str, dispatch: Callable[[str, str], None]) -> None:
     """Claim and run one stage of a job, then hand the next stage on (or finish the job)."""
     from generation.pack import PackError
-    from generation.training import TrainingStopped
+    from generation.training import TrainingError, TrainingStopped
 
     engine = _engine(settings)
     lease = claim(engine, job_id, stage, worker, settings.lease_seconds)
@@ -265,7 +265,7 @@ def run_stage(settings, job_id: str, stage: str, worker: str, dispatch: Callable
         stage_run.abandon()
     except (TrainingStopped, JobCancelled):
         stage_run.finish(status="cancelled")
-    except PackError as exc:
+    except (PackError, TrainingError) as exc:
         stage_run.finish(status="failed", error=str(exc))
     except Exception as exc:  # recorded on the job; the worker keeps serving
         log.exception("job %s: %s failed", job_id, stage)
@@ -311,9 +311,10 @@ class StageRun:
 
     def train(self) -> dict | None:
         from generation.pack import accept_references, model_record
-        from generation.training import LORA_FILE, train_identity_lora
+        from generation.training import LORA_FILE, LikenessCheck, train_identity_lora
 
-        _, decisions, accepted = accept_references(self.references(), self.provenance(), self.settings.face_analyser())
+        backend = self.settings.face_analyser()
+        identity, decisions, accepted = accept_references(self.references(), self.provenance(), backend)
         model = self.settings.load_sdxl()
         lora_dir = self.scratch / "lora"
         self._restore_checkpoint(lora_dir / "checkpoints")
@@ -325,6 +326,8 @@ class StageRun:
             progress=self._on_training,
             record=model_record(model, decisions),
             on_checkpoint=self._save_checkpoint,
+            check=LikenessCheck(identity, backend),
+            names=[reference.name for reference, _ in accepted],
         )
         if result.lora_path is None:
             raise JobCancelled
@@ -481,7 +484,10 @@ class StageRun:
 
         parameters = self.parameters
         return TrainingConfig(
-            steps=int(parameters.get("steps", 400)),
+            steps=int(parameters["steps"]) if parameters.get("steps") else None,
+            batch_size=int(parameters.get("batch_size", 2)),
+            class_word=str(parameters.get("class_word", "person")),
+            gradient_checkpointing=self.settings.gradient_checkpointing,
             rank=int(parameters.get("rank", 16)),
             alpha=int(parameters.get("alpha", 16)),
             learning_rate=float(parameters.get("learning_rate", 1e-4)),
@@ -513,12 +519,13 @@ class StageRun:
         if self.lease.lost.is_set():
             raise LeaseLost(f"job {self.lease.job_id}: the lease was lost")
         end = PROGRESS_AFTER[self.kind]["train"]
+        loss = {"loss": progress.loss} if progress.loss is not None else {}  # read from the device every few steps
         self.lease.update(
             step=progress.step,
             total_steps=progress.total,
-            loss=progress.loss,
             eta_seconds=progress.eta_seconds,
             progress=end * progress.step / progress.total,
+            **loss,
         )
         if self.lease.cancel_requested():
             raise TrainingStopped

@@ -366,10 +366,10 @@ def train_identity_lora(
     latent_mean, latent_std = _encode_latents(vae, crops, device)
     scaling = vae.config.scaling_factor
     with torch.no_grad():
+        caption = CAPTION.format(subject=config.subject)
         prompt_embeds, _, pooled_embeds, _ = pipeline.encode_prompt(
-            CAPTION.format(subject=config.subject), device=device, num_images_per_prompt=1,
-            do_classifier_free_guidance=False,
-        )  # fmt: skip
+            caption, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
     prompt_embeds = prompt_embeds.to(weight_dtype).expand(config.batch_size, -1, -1)
     pooled_embeds = pooled_embeds.to(weight_dtype).expand(config.batch_size, -1)
     time_ids = torch.tensor([crop.time_ids(config.resolution) for crop in crops], device=device, dtype=weight_dtype)

@@ -27,6 +27,7 @@ from generation.training import (
     auto_steps,
     check_identifier,
     choose_checkpoint,
+    face_weights,
     prepare_crops,
     sample_schedule,
     train_identity_lora,
@@ -84,6 +85,22 @@ def test_crops_under_the_minimum_side_are_not_used():
     assert {crop.photo for crop in crops} == {0}
     with pytest.raises(TrainingError, match="no photo can be used for training: tiny: its face is too small"):
         prepare_crops([tiny_face], config, names=["tiny"])
+
+
+def test_loss_weights_favour_the_dilated_face():
+    config = TrainingConfig(resolution=1024)
+    crops, _ = prepare_crops(_photos(["img2.jpg"]), config)
+    crop = crops[0]
+    weights = face_weights(crop, (128, 128), 1024, background=0.25)
+    left, top, right, bottom = (value / 8 for value in crop.face_box)  # the face in latent pixels
+    assert weights[round((top + bottom) / 2), round((left + right) / 2)] == 1.0
+    assert weights[0, 0] == weights[-1, -1] == pytest.approx(0.25)
+    # dilated: the face box's own corners (brows, jaw) and a band around them still count fully ...
+    assert weights[round(top), round((left + right) / 2)] == 1.0 and weights[round(bottom), round(left + 2)] > 0.9
+    # ... but not the whole frame
+    assert 0.25 < weights.mean() < 0.9
+    uniform = face_weights(crop, (128, 128), 1024, background=1.0)
+    assert np.all(uniform == 1.0)
 
 
 def test_sampling_draws_every_photo_once_per_epoch():

@@ -133,7 +133,9 @@ def tiny_table(args) -> None:
 
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
+        written = time.perf_counter()
         model_path = args.model or write_tiny_model(work / "tiny")
+        written = time.perf_counter() - written
         run = run_pack(
             model_path,
             work,
@@ -167,7 +169,7 @@ def tiny_table(args) -> None:
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("torch threads", str(torch.get_num_threads()))
-    table.add_row("write + load model", f"{run.loaded:.1f} s")
+    table.add_row("write + load model", f"{written + run.loaded:.1f} s")
     table.add_row(
         f"training ({training['steps']} steps of {batch} photos, {len(PHOTOS)} photos, {args.size} px)",
         f"{run.training_done - run.pack_started:.1f} s (of which validation renders {validation:.1f} s)",
@@ -175,7 +177,7 @@ def tiny_table(args) -> None:
     table.add_row(
         f"render + score + disclose {len(report['images'])} images", f"{run.finished - run.training_done:.1f} s"
     )
-    table.add_row("whole pack (model load to report.json)", f"{run.finished:.1f} s (target < 60 s on CPU)")
+    table.add_row("whole pack (model load to report.json)", f"{written + run.finished:.1f} s (target < 60 s on CPU)")
     table.add_row("loss, mean of first / last fifth", f"{sum(head) / len(head):.4f} -> {sum(tail) / len(tail):.4f}")
     checkpoint_rows(table, training)
     table.add_row("peak RSS of the process", f"{peak:.0f} MB")

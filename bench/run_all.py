@@ -66,7 +66,7 @@ times, above 1 means slower than the reference; for API throughput, below 1 does
 | `scoring.py [--repeat 5] [--pack 100]` | likeness accuracy, cost per headshot vs face_recognition, a 100-image pack |
 | `api_load.py [--clients 1,8,32] [--seconds 10] [--json]` | `POST /v1/verify` under concurrent load, real service |
 | `robustness.py [--images 40]` | soft-binding recovery after transforms, false recoveries, cost |
-| `generation.py [--model DIR]` | the whole pack on the tiny random SDXL |
+| `generation.py [--model DIR] [--gpu]` | the whole pack on the tiny random SDXL; `--gpu`: real SDXL, 40 headshots |
 | `scale.py [--images N] [--jobs 10] [--json]` | 1 and 2 API processes on PostgreSQL, staleness, dispatch (README) |
 | `audit.py [--events 200] [--writers 4] [--verify N] [--json]` | chaining an audit event vs a plain INSERT |
 

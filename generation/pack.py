@@ -16,7 +16,15 @@ from pathlib import Path
 from generation.permissions import training_permission
 from generation.presets import StylePreset
 from generation.render import render
-from generation.training import TrainingConfig, TrainingProgress, smoothed, train_identity_lora, use_saved_lora
+from generation.training import (
+    LikenessCheck,
+    TrainingConfig,
+    TrainingError,
+    TrainingProgress,
+    smoothed,
+    train_identity_lora,
+    use_saved_lora,
+)
 
 
 class PackError(ValueError):
@@ -153,14 +161,19 @@ def make_pack(
 
     if trained_lora is None:
         lora_dir = out_dir / "lora"
-        training = train_identity_lora(
-            model.pipeline,
-            [image for _, image in accepted],
-            lora_dir,
-            settings.training,
-            progress=on_training,
-            record=model_record(model, decisions),
-        )
+        try:
+            training = train_identity_lora(
+                model.pipeline,
+                [image for _, image in accepted],
+                lora_dir,
+                settings.training,
+                progress=on_training,
+                record=model_record(model, decisions),
+                check=LikenessCheck(identity, backend),
+                names=[reference.name for reference, _ in accepted],
+            )
+        except TrainingError as exc:
+            raise PackError(str(exc)) from None
         if training.lora_path is None:
             raise PackError(f"training stopped at step {training.steps_done}; run again to resume from the checkpoint")
     else:
@@ -196,6 +209,14 @@ def training_record(lora_dir: Path) -> dict:
         return {}
 
 
+def trained_subject(lora_dir: Path, default: str) -> str:
+    """The identifier and class word the LoRA was trained with (its training.json), e.g. `hsk woman`."""
+    config = training_record(lora_dir).get("config", {})
+    if isinstance(config.get("token"), str) and isinstance(config.get("class_word"), str):
+        return f"{config['token']} {config['class_word']}"
+    return default
+
+
 def render_disclosed(
     model,
     lora_dir: Path,
@@ -220,7 +241,7 @@ def render_disclosed(
     rendered = render(
         model.pipeline,
         settings.styles,
-        settings.training.subject,
+        trained_subject(lora_dir, settings.training.subject),
         settings.count,
         seed=settings.seed,
         steps=settings.inference_steps,
@@ -311,6 +332,9 @@ def pack_report(rendered: RenderedPack, decisions: list[dict], identity, trainin
             "loss": losses,
             "loss_smoothed": smoothed(losses),
             "resumed_from": training.get("resumed_from", 0),
+            "steps": training.get("steps"),
+            "checkpoints": training.get("checkpoints", []),
+            "chosen_checkpoint": training.get("chosen_checkpoint"),
         },
         "images": entries,
         "top_k": [image["file"] for image in entries if image["kept"]],

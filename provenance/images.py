@@ -1,12 +1,13 @@
-"""Reading untrusted image files: format from content, size and pixel limits, full decode."""
+"""Reading untrusted image files: format from content, size and pixel limits, full decode, upright pixels."""
 
+import contextlib
 import io
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Pillow reports JPEGs with a multi-picture (MPF) segment as "MPO".
 MIME_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -91,7 +92,11 @@ def check_size(data: bytes, limits: ImageLimits) -> None:
 def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     """Decode the whole image after checking its declared size, so truncated or bomb files fail here.
 
-    The returned image keeps Pillow's `format` and `info` (XMP, EXIF, PNG text chunks).
+    The pixels come back upright: an EXIF (or XMP) Orientation tag, as phones write for a photo taken
+    sideways, is applied here, once, for every reader (references, scoring, fingerprints, verification),
+    and removed from the image's EXIF so nothing applies it twice. The original bytes, and so their
+    SHA-256 (a photo's identity), are untouched. The returned image keeps Pillow's `format`, its JPEG
+    tables and `info` (XMP, EXIF, PNG text chunks).
     """
     check_size(data, limits)
     image_format = detect_format(data)
@@ -113,7 +118,19 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
             raise _over_pixel_limit(limits) from None
         except corrupt as exc:
             raise _corrupt(image_format, exc) from None
+    _turn_upright(image)
     return image
+
+
+def _turn_upright(image: Image.Image) -> None:
+    """Apply the Orientation tag to the pixels in place (keeping the image's format and tables) and drop the tag.
+
+    A malformed EXIF block (Pillow raises many types for one) leaves the pixels as stored: it is unsigned
+    metadata. Pillow removes the tag from the image's parsed EXIF before it re-serialises it, so even a
+    failure there cannot make a later reader turn the pixels a second time.
+    """
+    with contextlib.suppress(Exception):
+        ImageOps.exif_transpose(image, in_place=True)
 
 
 def _over_pixel_limit(limits: ImageLimits, declared: str = "more pixels than allowed") -> ImageInputError:

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import tempfile
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -478,52 +479,106 @@ LicensedOption = Annotated[
 LicenceNoteOption = Annotated[str | None, typer.Option("--licence-note", help="The licence for --licensed photos.")]
 
 
+class ClassWord(StrEnum):
+    person = "person"
+    woman = "woman"
+    man = "man"
+
+
+class ExportFormat(StrEnum):
+    kohya = "kohya"
+
+
+StepsOption = Annotated[
+    int | None, typer.Option(min=1, help="Training steps (default: scaled by the number of accepted photos).")
+]
+BatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", min=1, max=16, help="Photos per training step (their latents are cached).")
+]
+ClassWordOption = Annotated[
+    ClassWord, typer.Option("--class-word", help="Who the photos show; the caption is 'a photo of hsk CLASS-WORD'.")
+]
+ExportOption = Annotated[
+    ExportFormat | None,
+    typer.Option("--export", help="Also write the LoRA as kohya (what AUTOMATIC1111 and ComfyUI load)."),
+]
+
+
 @app.command()
 def train(
     reference: ReferenceOption,
     out: Annotated[Path, typer.Option("--out", help="Folder for the LoRA and its checkpoints.")],
     model: ModelOption = None,
     config: ConfigOption = None,
-    steps: Annotated[int, typer.Option(min=1)] = 400,
+    steps: StepsOption = None,
+    batch_size: BatchSizeOption = 2,
+    class_word: ClassWordOption = ClassWord.person,
     rank: Annotated[int, typer.Option(min=1)] = 16,
     alpha: Annotated[int, typer.Option(min=1)] = 16,
     learning_rate: Annotated[float, typer.Option("--lr", min=0)] = 1e-4,
     resolution: Annotated[int, typer.Option(min=32)] = 1024,
     seed: int = 0,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
+    export: ExportOption = None,
     licensed: LicensedOption = None,
     licence_note: LicenceNoteOption = None,
 ) -> None:
     """Train an identity LoRA from the reference photos (resumes from the last checkpoint in --out)."""
     from generation.pack import PackError, accept_references, model_record
-    from generation.training import TrainingConfig, train_identity_lora
+    from generation.training import LikenessCheck, TrainingConfig, TrainingError, train_identity_lora
 
     settings = _settings()
-    training = TrainingConfig(steps, rank, alpha, learning_rate, resolution, seed, checkpoint_every=checkpoint_every)
+    training = TrainingConfig(
+        steps=steps,
+        rank=rank,
+        alpha=alpha,
+        learning_rate=learning_rate,
+        resolution=resolution,
+        seed=seed,
+        class_word=class_word.value,
+        checkpoint_every=checkpoint_every,
+        batch_size=batch_size,
+        gradient_checkpointing=settings.gradient_checkpointing,
+    )
     loaded = _load_model(settings, model, config)
+    backend = settings.face_analyser()
     try:
-        _, decisions, accepted = accept_references(
-            _reference_inputs(reference, licensed, licence_note, settings),
-            _pack_provenance(settings),
-            settings.face_analyser(),
+        identity, decisions, accepted = accept_references(
+            _reference_inputs(reference, licensed, licence_note, settings), _pack_provenance(settings), backend
         )
     except PackError as exc:
         _fail(str(exc))
     _print_decisions(decisions)
-    with _training_progress(steps) as on_step:
-        result = train_identity_lora(
-            loaded.pipeline,
-            [image for _, image in accepted],
-            out,
-            training,
-            on_step,
-            record=model_record(loaded, decisions),
-        )
+    with _training_progress() as on_step:
+        try:
+            result = train_identity_lora(
+                loaded.pipeline,
+                [image for _, image in accepted],
+                out,
+                training,
+                on_step,
+                record=model_record(loaded, decisions),
+                check=LikenessCheck(identity, backend),
+                names=[reference.name for reference, _ in accepted],
+            )
+        except TrainingError as exc:
+            _fail(str(exc))
+    chosen = json.loads((out / "training.json").read_text())["chosen_checkpoint"]
     console.print(
-        f"LoRA {result.lora_path} (sha256 {result.lora_sha256}), loss {result.losses[0]:.4f} -> "
-        f"{result.losses[-1]:.4f}" + (f", resumed from step {result.resumed_from}" if result.resumed_from else ""),
+        f"LoRA {result.lora_path} (sha256 {result.lora_sha256}), {result.steps_done} steps, loss "
+        f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}"
+        + (f", resumed from step {result.resumed_from}" if result.resumed_from else "")
+        + f"; checkpoint of step {chosen['step']} kept ({chosen['reason']})",
         highlight=False,
     )
+    if export is ExportFormat.kohya:
+        _export_kohya(out, loaded)
+
+
+def _export_kohya(lora_dir: Path, loaded) -> None:
+    from generation.kohya import export_kohya
+
+    console.print(f"kohya LoRA {export_kohya(lora_dir, loaded.pipeline.unet.config)}", highlight=False)
 
 
 @app.command()
@@ -534,17 +589,35 @@ def pack(
     config: ConfigOption = None,
     styles: Annotated[str | None, typer.Option(help="Comma-separated preset names (default: all).")] = None,
     count: Annotated[int, typer.Option(help="Images per style.", min=1)] = 4,
-    steps: Annotated[int, typer.Option(help="Training steps.", min=1)] = 400,
+    steps: StepsOption = None,
+    batch_size: BatchSizeOption = 2,
+    class_word: ClassWordOption = ClassWord.person,
     inference_steps: Annotated[int, typer.Option(help="Denoising steps per image.", min=1)] = 30,
     size: Annotated[int, typer.Option(help="Image size in px.", min=32)] = 1024,
     seed: int = 0,
     top: Annotated[int, typer.Option(help="How many images to keep.", min=1)] = 10,
+    export: ExportOption = None,
     licensed: LicensedOption = None,
     licence_note: LicenceNoteOption = None,
 ) -> None:
     """Train, render, score and disclose a headshot pack: images, LoRA, report.json and index.html in --out."""
     _run_pack(
-        reference, out, model, config, styles, count, steps, inference_steps, size, seed, top, licensed, licence_note
+        reference,
+        out,
+        model,
+        config,
+        styles,
+        count,
+        steps,
+        inference_steps,
+        size,
+        seed,
+        top,
+        licensed,
+        licence_note,
+        batch_size=batch_size,
+        class_word=class_word.value,
+        export=export,
     )
 
 
@@ -581,6 +654,9 @@ def _run_pack(
     licensed,
     licence_note,
     trained_lora=None,
+    batch_size=2,
+    class_word="person",
+    export=None,
 ) -> None:
     from rich.progress import Progress
 
@@ -594,11 +670,17 @@ def _run_pack(
     except PresetError as exc:
         _fail(str(exc))
     loaded = _load_model(settings, model, config)
-    pack_settings = PackSettings(
-        presets, count, inference_steps, size, seed, top, TrainingConfig(steps=steps, resolution=size, seed=seed)
+    training = TrainingConfig(
+        steps=steps,
+        resolution=size,
+        seed=seed,
+        batch_size=batch_size,
+        class_word=class_word,
+        gradient_checkpointing=settings.gradient_checkpointing,
     )
+    pack_settings = PackSettings(presets, count, inference_steps, size, seed, top, training)
     with Progress(console=errors, transient=True) as bar:
-        training_task = bar.add_task("training", total=steps, visible=trained_lora is None)
+        training_task = bar.add_task("training", total=None, visible=trained_lora is None)
         render_task = bar.add_task("rendering", total=count * len(presets))
         try:
             report = make_pack(
@@ -609,7 +691,7 @@ def _run_pack(
                 _pack_provenance(settings),
                 settings.face_analyser(),
                 on_training=lambda p: bar.update(
-                    training_task, completed=p.step, description=f"training loss {p.loss:.4f}"
+                    training_task, completed=p.step, total=p.total, **_loss_description(p)
                 ),
                 on_image=lambda done, total: bar.update(render_task, completed=done),
                 trained_lora=trained_lora,
@@ -617,6 +699,8 @@ def _run_pack(
         except PackError as exc:
             _fail(str(exc))
     _print_decisions(report["references"])
+    if export is ExportFormat.kohya:
+        _export_kohya(Path(out) / "lora", loaded)
     kept = [image for image in report["images"] if image["kept"]]
     console.print(
         f"{out}: {len(report['images'])} disclosed images, {len(kept)} kept "
@@ -666,7 +750,7 @@ def _print_decisions(decisions: list[dict]) -> None:
         console.print(f"reference {decision['name']}: {mark} ({decision['reason']})", highlight=False)
 
 
-def _training_progress(total: int):
+def _training_progress():
     from contextlib import contextmanager
 
     from rich.progress import Progress
@@ -674,10 +758,15 @@ def _training_progress(total: int):
     @contextmanager
     def progress():
         with Progress(console=errors, transient=True) as bar:
-            task = bar.add_task("training", total=total)
-            yield lambda p: bar.update(task, completed=p.step, description=f"training loss {p.loss:.4f}")
+            task = bar.add_task("training", total=None)
+            yield lambda p: bar.update(task, completed=p.step, total=p.total, **_loss_description(p))
 
     return progress()
+
+
+def _loss_description(progress) -> dict:
+    """The bar's label, updated when training reads the loss back from the device (every few steps)."""
+    return {"description": f"training loss {progress.loss:.4f}"} if progress.loss is not None else {}
 
 
 @registry_app.command("stats")

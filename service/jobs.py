@@ -262,7 +262,7 @@ def run_claimed_stage(settings, lease: Lease, stage: str, dispatch: Callable[[st
     """Run a stage this worker holds the lease of; a cancel is obeyed at every phase (loading, encoding, each
     training step, each batch of images)."""
     from generation.pack import PackError
-    from generation.training import TrainingStopped
+    from generation.training import TrainingError, TrainingStopped
 
     scratch = private_directory(settings.resolved_work_dir / lease.job_id / f"{stage}-{lease.attempt}")
     stage_run = StageRun(settings, lease, stage, scratch)
@@ -276,7 +276,7 @@ def run_claimed_stage(settings, lease: Lease, stage: str, dispatch: Callable[[st
         stage_run.abandon()
     except (TrainingStopped, JobCancelled):
         stage_run.finish(status="cancelled")
-    except PackError as exc:
+    except (PackError, TrainingError) as exc:
         stage_run.finish(status="failed", error=str(exc))
     except Exception as exc:  # recorded on the job; the worker keeps serving
         log.exception("job %s: %s failed", lease.job_id, stage)
@@ -322,9 +322,10 @@ class StageRun:
 
     def train(self) -> dict | None:
         from generation.pack import accept_references, model_record
-        from generation.training import LORA_FILE, train_identity_lora
+        from generation.training import LORA_FILE, LikenessCheck, train_identity_lora
 
-        _, decisions, accepted = accept_references(self.references(), self.provenance(), self.settings.face_analyser())
+        backend = self.settings.face_analyser()
+        identity, decisions, accepted = accept_references(self.references(), self.provenance(), backend)
         model = self.settings.load_sdxl()
         self._stop_if_cancelled()
         lora_dir = self.scratch / "lora"
@@ -338,6 +339,8 @@ class StageRun:
             record=model_record(model, decisions),
             on_checkpoint=self._save_checkpoint,
             stop_requested=self.lease.cancel_requested,
+            check=LikenessCheck(identity, backend),
+            names=[reference.name for reference, _ in accepted],
         )
         if result.lora_path is None:
             raise JobCancelled
@@ -500,7 +503,10 @@ class StageRun:
 
         parameters = self.parameters
         return TrainingConfig(
-            steps=int(parameters.get("steps", 400)),
+            steps=int(parameters["steps"]) if parameters.get("steps") else None,
+            batch_size=int(parameters.get("batch_size", 2)),
+            class_word=str(parameters.get("class_word", "person")),
+            gradient_checkpointing=self.settings.gradient_checkpointing,
             rank=int(parameters.get("rank", 16)),
             alpha=int(parameters.get("alpha", 16)),
             learning_rate=float(parameters.get("learning_rate", 1e-4)),
@@ -535,12 +541,13 @@ class StageRun:
         if self.lease.lost.is_set():
             raise LeaseLost(f"job {self.lease.job_id}: the lease was lost")
         end = PROGRESS_AFTER[self.kind]["train"]
+        loss = {"loss": progress.loss} if progress.loss is not None else {}  # read from the device every few steps
         self.lease.update(
             step=progress.step,
             total_steps=progress.total,
-            loss=progress.loss,
             eta_seconds=progress.eta_seconds,
             progress=end * progress.step / progress.total,
+            **loss,
         )
 
     def _on_image(self, done: int, total: int) -> None:

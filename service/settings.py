@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     cpu_offload: bool = Field(
         False, description="Keep idle sub-models on the CPU (CUDA only; slower, far less memory)."
     )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute UNet activations while training a LoRA (about 30% slower, far less memory)."
+    )
     presets_file: Path | None = Field(None, description="TOML file of extra or overriding style presets.")
 
     max_upload_bytes: int = Field(25_000_000, ge=1, description="Largest accepted file, in bytes.")

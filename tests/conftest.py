@@ -163,3 +163,21 @@ def database_url(request, tmp_path) -> Iterator[str]:
         upgrade(migrating)  # as `headshot db upgrade` does: a shared database is migrated by its operator
         migrating.dispose()
         yield url
+
+
+# How each EXIF Orientation value stores a photo: the stored pixels are the upright photo turned by this
+# transpose, and a viewer (or decode_image) turns them back.
+STORED_FOR_ORIENTATION = {
+    3: Image.Transpose.ROTATE_180,
+    6: Image.Transpose.ROTATE_90,  # a phone held upright, sensor sideways: viewers turn it 90 degrees clockwise
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def sideways(name: str, orientation: int, image_format: str = "JPEG") -> bytes:
+    """A real face photo re-saved as a phone stores it: pixels turned, with an EXIF Orientation tag to undo it."""
+    with Image.open(FACES / name) as image:
+        upright = image.convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(upright.transpose(STORED_FOR_ORIENTATION[orientation]), image_format, quality=92, exif=exif)

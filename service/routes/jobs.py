@@ -23,7 +23,13 @@ MAX_CHECKPOINTS = 100  # checkpoints one training run may write (the latest two 
 
 
 class JobParameters(BaseModel):
-    steps: int = Field(400, ge=1, le=100_000, description="Training steps.")
+    steps: int | None = Field(
+        None, ge=1, le=100_000, description="Training steps; default: scaled by the number of accepted photos."
+    )
+    batch_size: int = Field(2, ge=1, le=16, description="Photos per training step (their latents are cached).")
+    class_word: Literal["person", "woman", "man"] = Field(
+        "person", description="Who the photos show; the caption is 'a photo of hsk <class_word>'."
+    )
     resolution: int | None = Field(None, ge=32, le=2048, description="Training resolution; default: size.")
     rank: int = Field(16, ge=1, le=256)
     alpha: int = Field(16, ge=1, le=1024)
@@ -119,7 +125,7 @@ def create_job(
         subject_id=subject.id,
         kind=body.kind,
         parameters=body.parameters.model_dump_json(),
-        total_steps=body.parameters.steps if body.kind != "generate" else 0,
+        total_steps=(body.parameters.steps or 0) if body.kind != "generate" else 0,  # set when training starts
         created_by=caller.key_name,
     )
     job.stage = STAGES[body.kind][0]

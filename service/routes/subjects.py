@@ -2,7 +2,6 @@
 
 import datetime as dt
 import hashlib
-import io
 import json
 from typing import Annotated
 
@@ -220,16 +219,14 @@ def tombstone_out(tombstone: Tombstone) -> dict:
 
 def _reference_check(session, subject: Subject, image, settings) -> tuple[bool, str, str | None]:
     """Scoring's reference-set check of this photo against the subject's accepted photos."""
-    from PIL import Image
-
+    from provenance.images import decode_image
     from scoring.score import ScoringError, build_identity
 
     previous = session.exec(select(Photo).where(Photo.subject_id == subject.id, Photo.accepted)).all()
     storage = settings.storage()
     photos = []
-    for photo in previous:
-        with Image.open(io.BytesIO(storage.read(photo.storage_key))) as stored:
-            photos.append((photo.id, stored.convert("RGB")))
+    for photo in previous:  # upright, as the new photo is: decode_image applies their EXIF orientation
+        photos.append((photo.id, decode_image(storage.read(photo.storage_key), settings.image_limits).convert("RGB")))
     photos.append(("new", image.convert("RGB")))
     try:
         identity = build_identity(photos, settings.face_analyser())

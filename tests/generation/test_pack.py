@@ -10,6 +10,7 @@ from PIL import Image
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
+from generation.kohya import KOHYA_FILE
 from generation.models import load_model
 from generation.pack import PackSettings, Provenance, ReferenceInput, accept_references, make_pack
 from generation.presets import PresetError, load_presets, select_presets
@@ -176,6 +177,15 @@ def test_pack_end_to_end(model, provenance, tmp_path):
     assert not decisions["group.jpg"]["accepted"] and decisions["group.jpg"]["reason"].startswith("2 faces")
     assert report["lora"]["sha256"] and report["model"]["sha256"] == model.sha256
     assert len(report["training"]["loss"]) == 6
+    # validation renders at each checkpoint, scored by likeness: the tiny model renders noise, in which dlib
+    # finds no face, so every checkpoint scores 0 and the last one is kept
+    assert [c["step"] for c in report["training"]["checkpoints"]] == [3, 6]
+    assert all(c["images"] == 4 and c["faces"] == 0 and c["likeness"] == 0 for c in report["training"]["checkpoints"])
+    assert report["training"]["chosen_checkpoint"]["step"] == 6
+    assert "no validation render showed the person" in report["training"]["chosen_checkpoint"]["reason"]
+    record = json.loads((tmp_path / "pack" / "lora" / "training.json").read_text())
+    assert record["chosen_checkpoint"] == report["training"]["chosen_checkpoint"]
+    assert [photo["name"] for photo in record["photos"]] == PHOTOS and all(p["used"] for p in record["photos"])
     assert len(report["images"]) == 4 and len(report["top_k"]) == 3
     reference_hashes = sorted(decisions[name]["sha256"] for name in PHOTOS)
 
@@ -229,14 +239,24 @@ def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
             "4",
             "--resolution",
             "64",
+            "--class-word",
+            "woman",
+            "--batch-size",
+            "3",
+            "--export",
+            "kohya",
             *references,
         ],
     )
     assert trained.exit_code == 0, trained.output
     assert "LoRA" in trained.output and (tmp_path / "lora" / LORA_FILE).exists()
+    assert "checkpoint of step 4 kept" in trained.output
+    kohya = tmp_path / "lora" / KOHYA_FILE
+    assert f"kohya LoRA {kohya}" in trained.output and kohya.exists()
     record = json.loads((tmp_path / "lora" / "training.json").read_text())
     assert [r["accepted"] for r in record["references"]] == [True, True, True]
     assert len(record["base_model"]["sha256"]) == 64 and len(record["losses"]) == 4
+    assert record["config"]["class_word"] == "woman" and record["config"]["batch_size"] == 3
     generated = CliRunner().invoke(
         app,
         [
@@ -263,6 +283,7 @@ def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
     assert generated.exit_code == 0, generated.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [image["style"] for image in report["images"]] == ["modern-office"] * 2
+    assert all("hsk woman" in image["parameters"]["prompt"] for image in report["images"])  # as trained
     assert len(report["top_k"]) == 1
     assert all(image["label"] == "ai_verified" for image in report["images"])
     missing = CliRunner().invoke(

@@ -336,14 +336,14 @@ def train_identity_lora(
     """Train and save a LoRA (diffusers format, with adapter metadata) into `output_dir`.
 
     Checkpoints go to `output_dir/checkpoints/` every `config.checkpoint_every` steps and when a progress
-    callback raises TrainingStopped (the latest KEEP_CHECKPOINTS are kept); with `resume`, the latest checkpoint is
-    picked up; `on_checkpoint` is called with each new checkpoint folder (to copy it to shared storage).
-    `stop_requested`, if given, is asked before the photos are encoded and before every step: once it answers
-    True, training stops there (no LoRA in the result; a checkpoint if steps were done). With `check`, each
-    scheduled checkpoint's validation renders are scored for likeness and the best checkpoint becomes the LoRA. `record` (e.g. the
-    reference photos' hashes, acceptance reasons and licence notes, the base model's hash) is written into
-    `training.json` beside the LoRA, the model's record. Raises TrainingError for unusable inputs or a loss
-    that is no longer finite.
+    callback raises TrainingStopped (the latest KEEP_CHECKPOINTS are kept); with `resume`, the latest
+    checkpoint is picked up; `on_checkpoint` is called with each new checkpoint folder (to copy it to shared
+    storage). `stop_requested`, if given, is asked before the photos are encoded and before every step: once
+    it answers True, training stops there (no LoRA in the result; a checkpoint if steps were done). With
+    `check`, each scheduled checkpoint's validation renders are scored for likeness and the best checkpoint
+    becomes the LoRA. `record` (e.g. the reference photos' hashes, acceptance reasons and licence notes, the
+    base model's hash) is written into `training.json` beside the LoRA, the model's record. Raises
+    TrainingError for unusable inputs or a loss that is no longer finite.
     """
     import numpy as np
     import torch

@@ -282,8 +282,19 @@ def test_the_best_checkpoint_becomes_the_lora_and_training_json_says_which(model
 
     identity = build_identity([(name, photo) for name, photo in zip(PHOTOS, _photos(), strict=True)], tiny_face_backend)
     config = TrainingConfig(steps=30, checkpoint_every=10, **{**SMALL, "learning_rate": 1e-2})
+    weights = {}
+
+    def keep_weights(folder):  # only the latest checkpoints stay on disk: read each one as it is written
+        state = torch.load(folder / "state.pt", weights_only=False)
+        weights[state["step"]] = {f"unet.{k}": v for k, v in convert_state_dict_to_diffusers(state["lora"]).items()}
+
     result = train_identity_lora(
-        model.pipeline, _photos(), tmp_path / "lora", config, check=LikenessCheck(identity, tiny_face_backend)
+        model.pipeline,
+        _photos(),
+        tmp_path / "lora",
+        config,
+        check=LikenessCheck(identity, tiny_face_backend),
+        on_checkpoint=keep_weights,
     )
     record = json.loads((tmp_path / "lora" / "training.json").read_text())
     checkpoints = record["checkpoints"]
@@ -294,10 +305,7 @@ def test_the_best_checkpoint_becomes_the_lora_and_training_json_says_which(model
     assert record["chosen_checkpoint"]["step"] == best["step"] == result.chosen_step
     assert record["chosen_checkpoint"]["reason"].startswith("highest mean likeness of its 4 validation renders")
     saved = load_file(result.lora_path)
-    weights = {}
-    for step in (10, 20, 30):
-        state = torch.load(tmp_path / "lora" / "checkpoints" / f"step-{step:06d}" / "state.pt", weights_only=False)
-        weights[step] = {f"unet.{k}": v for k, v in convert_state_dict_to_diffusers(state["lora"]).items()}
+    assert sorted(weights) == [10, 20, 30]
     for key, value in saved.items():  # the LoRA file holds exactly the chosen checkpoint's weights ...
         torch.testing.assert_close(value, weights[best["step"]][key], rtol=0, atol=0)
     others = [step for step in weights if step != best["step"]]  # ... and no other checkpoint's

@@ -23,6 +23,17 @@ Label = Literal[
     "ai_metadata",
     "no_provenance",
 ]
+# Each label in one sentence a recruiter understands (the public page's heading for a verdict).
+PLAIN_LANGUAGE: dict[Label, str] = {
+    "ai_verified": "AI-generated, and the maker's signature is trusted.",
+    "capture_verified": "Taken with a camera, according to trusted Content Credentials.",
+    "ai_unverified_signer": "Declared AI-generated, by a signer we cannot confirm.",
+    "credentials_no_ai_claim": "It has valid Content Credentials that do not say it is AI-generated.",
+    "ai_soft_binding": "AI-generated: a copy of an image we disclosed as AI-generated.",
+    "invalid_credentials": "Its Content Credentials are broken or tampered with: they cannot be trusted.",
+    "ai_metadata": "Its metadata says it was made with AI (unsigned, so it proves little).",
+    "no_provenance": "We found nothing either way. That does not mean the photo is real.",
+}
 CredentialsState = Literal["none", "trusted", "valid-untrusted", "invalid"]
 _STATES: dict[str, CredentialsState] = {
     "Trusted": "trusted",

@@ -16,6 +16,7 @@ from service.api_docs import docs_router
 from service.limits import rate_limiter
 from service.request_guard import PUBLIC_PAGE, Limiters, RequestGuard, largest_body
 from service.routes import audit, jobs, records, subjects, verify, webhooks
+from service.schemas import Health
 from service.security_headers import SecurityHeaders
 from service.settings import Settings
 
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.get("/healthz", tags=["service"])
-    def healthz() -> dict:
+    def healthz() -> Health:
         return {"status": "ok", "version": version("headshot")}
 
     for module in (subjects, jobs, verify, audit, records, webhooks):

@@ -8,44 +8,64 @@ import hashlib
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, HTTPException
 from sqlmodel import select
 
 from service.deps import Caller, SessionDep, SettingsDep, audit, require
-from service.routes.subjects import subject_out, tombstone_out
+from service.schemas import (
+    ChainHeadshot,
+    ChainJob,
+    ExportAuditEvent,
+    ExportHeadshot,
+    ExportJob,
+    ExportPhoto,
+    HeadshotChain,
+    LookupFound,
+    LookupNotFound,
+    ReferencePhoto,
+    SignedErasedSubjectExport,
+    SignedHeadshotChain,
+    SignedSubjectExport,
+    SubjectExport,
+    SubjectOut,
+    TombstoneOut,
+    TrainedModel,
+    TrainingLookup,
+    TrainingMatch,
+)
 from service.tables import AuditEvent, Headshot, Job, Photo, Subject, Tombstone
-from service.uploads import image_error, read_upload
+from service.uploads import UploadedImage, uploaded_image
 
 router = APIRouter(tags=["audit"])
 Auditor = Annotated[Caller, Depends(require("auditor"))]
 NEAR_DUPLICATE_PHASH = 6
 
 
-def _chain(session, headshot: Headshot) -> dict:
+def _chain(session, headshot: Headshot) -> HeadshotChain:
     subject = session.get(Subject, headshot.subject_id)
     job = session.get(Job, headshot.job_id)
     photos = session.exec(select(Photo).where(Photo.subject_id == headshot.subject_id, Photo.accepted)).all()
     report = json.loads(headshot.report)
-    return {
-        "headshot": {
-            "id": headshot.id,
-            "manifest_label": headshot.manifest_label,
-            "style": headshot.style,
-            "seed": headshot.seed,
-            "delivered_at": headshot.delivered_at.isoformat() if headshot.delivered_at else None,
-        },
-        "subject": subject_out(subject) if subject else None,
-        "reference_photos": [
-            {"sha256": p.sha256, "uploaded_at": p.created_at.isoformat(), "credentials_state": p.credentials_state}
+    return HeadshotChain(
+        headshot=ChainHeadshot(
+            id=headshot.id,
+            manifest_label=headshot.manifest_label,
+            style=headshot.style,
+            seed=headshot.seed,
+            delivered_at=headshot.delivered_at.isoformat() if headshot.delivered_at else None,
+        ),
+        subject=SubjectOut.from_row(subject) if subject else None,
+        reference_photos=[
+            ReferencePhoto(sha256=p.sha256, uploaded_at=p.created_at.isoformat(), credentials_state=p.credentials_state)
             for p in photos
         ],
-        "base_model_sha256": job.model_sha256 if job else None,
-        "lora_sha256": job.lora_sha256 if job else None,
-        "job": {"id": job.id, "kind": job.kind, "created_by": job.created_by, "parameters": json.loads(job.parameters)}
+        base_model_sha256=job.model_sha256 if job else None,
+        lora_sha256=job.lora_sha256 if job else None,
+        job=ChainJob(id=job.id, kind=job.kind, created_by=job.created_by, parameters=json.loads(job.parameters))
         if job
         else None,
-        "generation_parameters": report.get("parameters"),
-    }
+        generation_parameters=report.get("parameters"),
+    )
 
 
 def _visible_headshot(session, caller: Caller, **where) -> Headshot | None:
@@ -57,27 +77,29 @@ def _visible_headshot(session, caller: Caller, **where) -> Headshot | None:
 
 
 @router.get("/v1/audit/headshots/{headshot_id}")
-def audit_headshot(headshot_id: str, caller: Auditor, session: SessionDep, settings: SettingsDep) -> dict:
+def audit_headshot(
+    headshot_id: str, caller: Auditor, session: SessionDep, settings: SettingsDep
+) -> SignedHeadshotChain:
     headshot = _visible_headshot(session, caller, id=headshot_id)
     if headshot is None:
         raise HTTPException(404, f"no headshot {headshot_id}")
     audit(session, caller, "audit-read", "headshot", headshot_id)
     session.commit()
-    return settings.audit_keys.sign(_chain(session, headshot), "headshot-chain")
+    return settings.audit_keys.sign(_chain(session, headshot).model_dump(), "headshot-chain")
 
 
 @router.post("/v1/audit/lookup")
 def audit_lookup(
-    file: Annotated[UploadFile, File(description="A headshot, possibly a stripped copy.")],
     caller: Auditor,
+    upload: Annotated[UploadedImage, Depends(uploaded_image("A headshot, possibly a stripped copy."))],
     session: SessionDep,
     settings: SettingsDep,
-) -> dict:
+) -> LookupFound | LookupNotFound:
     """The chain behind an uploaded headshot, found by its credentials or, for stripped copies, soft bindings."""
-    from provenance import ImageInputError, verify_image
+    from provenance import verify_image
 
-    data = read_upload(file, settings.max_upload_bytes)
-    try:
+    data = upload.data
+    with upload.image_errors():
         verdict = verify_image(
             data,
             settings.trust(),
@@ -85,8 +107,6 @@ def audit_lookup(
             registry=settings.registry(),
             remote_manifests=settings.remote_manifests(),
         )
-    except ImageInputError as exc:
-        raise image_error(exc, file.filename) from None
     label = verdict.c2pa.manifest_label
     if verdict.recovered_manifest:
         label = verdict.recovered_manifest.get("label")
@@ -94,32 +114,31 @@ def audit_lookup(
     session.commit()
     headshot = _visible_headshot(session, caller, manifest_label=label) if label else None
     if headshot is not None:
-        chain = {"found": True, "verdict_label": verdict.label, **_chain(session, headshot)}
+        chain = {"found": True, "verdict_label": verdict.label, **_chain(session, headshot).model_dump()}
         return settings.audit_keys.sign(chain, "headshot-chain")
     erased = [
-        tombstone_out(t)
+        TombstoneOut.from_row(t)
         for t in session.exec(select(Tombstone)).all()
         if caller.sees(t.tenant) and label in json.loads(t.kept_manifests)
     ]
-    return {"found": False, "verdict_label": verdict.label, "manifest_label": label, "erased_subjects": erased}
+    return LookupNotFound(found=False, verdict_label=verdict.label, manifest_label=label, erased_subjects=erased)
 
 
 @router.post("/v1/audit/training-lookup")
 def training_lookup(
-    file: Annotated[UploadFile, File(description="Any photo: was it (or a near-duplicate) used for training?")],
     caller: Auditor,
+    upload: Annotated[
+        UploadedImage, Depends(uploaded_image("Any photo: was it (or a near-duplicate) used for training?"))
+    ],
     session: SessionDep,
     settings: SettingsDep,
-) -> dict:
-    from provenance import ImageInputError
+) -> TrainingLookup:
     from provenance.images import decode_image
     from scoring.score import perceptual_hash
 
-    data = read_upload(file, settings.max_upload_bytes)
-    try:
+    data = upload.data
+    with upload.image_errors():
         image = decode_image(data, settings.image_limits)
-    except ImageInputError as exc:
-        raise image_error(exc, file.filename) from None
     sha256 = hashlib.sha256(data).hexdigest()
     frame_hash = perceptual_hash(image)
     matches = []
@@ -132,39 +151,41 @@ def training_lookup(
             subject = session.get(Subject, photo.subject_id)
             jobs = session.exec(select(Job).where(Job.subject_id == photo.subject_id, Job.kind != "generate")).all()
             matches.append(
-                {
-                    "match": "exact" if exact else f"near-duplicate (pHash distance {distance})",
-                    "photo_sha256": photo.sha256,
-                    "accepted_for_training": photo.accepted,
-                    "subject": subject_out(subject) if subject else None,
-                    "models": [
-                        {
-                            "job_id": job.id,
-                            "status": job.status,
-                            "lora_sha256": job.lora_sha256,
-                            "base_model_sha256": job.model_sha256,
-                        }
+                TrainingMatch(
+                    match="exact" if exact else f"near-duplicate (pHash distance {distance})",
+                    photo_sha256=photo.sha256,
+                    accepted_for_training=photo.accepted,
+                    subject=SubjectOut.from_row(subject) if subject else None,
+                    models=[
+                        TrainedModel(
+                            job_id=job.id,
+                            status=job.status,
+                            lora_sha256=job.lora_sha256,
+                            base_model_sha256=job.model_sha256,
+                        )
                         for job in jobs
                     ],
-                }
+                )
             )
     erased = [
-        tombstone_out(t)
+        TombstoneOut.from_row(t)
         for t in session.exec(select(Tombstone)).all()
         if caller.sees(t.tenant) and sha256 in json.loads(t.photo_hashes)
     ]
     audit(session, caller, "audit-training-lookup", "upload", sha256, f"{len(matches)} matches")
     session.commit()
-    return {
-        "sha256": sha256,
-        "used_for_training": any(m["accepted_for_training"] for m in matches),
-        "matches": matches,
-        "erased_subjects": erased,
-    }
+    return TrainingLookup(
+        sha256=sha256,
+        used_for_training=any(m.accepted_for_training for m in matches),
+        matches=matches,
+        erased_subjects=erased,
+    )
 
 
 @router.get("/v1/audit/subjects/{subject_id}/export")
-def export_subject(subject_id: str, caller: Auditor, session: SessionDep, settings: SettingsDep) -> dict:
+def export_subject(
+    subject_id: str, caller: Auditor, session: SessionDep, settings: SettingsDep
+) -> SignedSubjectExport | SignedErasedSubjectExport:
     """The subject's whole record (or its tombstone), signed; each audit event with its place in the chain."""
     subject = session.get(Subject, subject_id)
     if subject is None or not caller.sees(subject.tenant):
@@ -172,7 +193,8 @@ def export_subject(subject_id: str, caller: Auditor, session: SessionDep, settin
         if tombstone is not None and caller.sees(tombstone.tenant):
             audit(session, caller, "audit-export", "subject", subject_id, "tombstone")
             session.commit()
-            return settings.audit_keys.sign({"subject": None, "tombstone": tombstone_out(tombstone)}, "subject-export")
+            erased = {"subject": None, "tombstone": TombstoneOut.from_row(tombstone).model_dump()}
+            return settings.audit_keys.sign(erased, "subject-export")
         raise HTTPException(404, f"no subject {subject_id}")
     photos = session.exec(select(Photo).where(Photo.subject_id == subject.id)).all()
     jobs = session.exec(select(Job).where(Job.subject_id == subject.id)).all()
@@ -181,52 +203,52 @@ def export_subject(subject_id: str, caller: Auditor, session: SessionDep, settin
     events = session.exec(select(AuditEvent).where(AuditEvent.object_id.in_(related)).order_by(AuditEvent.seq)).all()
     audit(session, caller, "audit-export", "subject", subject.id)
     session.commit()
-    export = {
-        "subject": subject_out(subject),
-        "photos": [
-            {
-                "id": p.id,
-                "sha256": p.sha256,
-                "accepted": p.accepted,
-                "reason": p.reason,
-                "credentials_state": p.credentials_state,
-                "training_mining": json.loads(p.training_mining) if p.training_mining else None,
-                "uploaded_at": p.created_at.isoformat(),
-            }
+    export = SubjectExport(
+        subject=SubjectOut.from_row(subject),
+        photos=[
+            ExportPhoto(
+                id=p.id,
+                sha256=p.sha256,
+                accepted=p.accepted,
+                reason=p.reason,
+                credentials_state=p.credentials_state,
+                training_mining=json.loads(p.training_mining) if p.training_mining else None,
+                uploaded_at=p.created_at.isoformat(),
+            )
             for p in photos
         ],
-        "jobs": [
-            {
-                "id": j.id,
-                "kind": j.kind,
-                "status": j.status,
-                "lora_sha256": j.lora_sha256,
-                "base_model_sha256": j.model_sha256,
-                "parameters": json.loads(j.parameters),
-                "created_by": j.created_by,
-            }
+        jobs=[
+            ExportJob(
+                id=j.id,
+                kind=j.kind,
+                status=j.status,
+                lora_sha256=j.lora_sha256,
+                base_model_sha256=j.model_sha256,
+                parameters=json.loads(j.parameters),
+                created_by=j.created_by,
+            )
             for j in jobs
         ],
-        "headshots": [
-            {
-                "id": h.id,
-                "manifest_label": h.manifest_label,
-                "kept": h.kept,
-                "delivered_at": h.delivered_at.isoformat() if h.delivered_at else None,
-            }
+        headshots=[
+            ExportHeadshot(
+                id=h.id,
+                manifest_label=h.manifest_label,
+                kept=h.kept,
+                delivered_at=h.delivered_at.isoformat() if h.delivered_at else None,
+            )
             for h in headshots
         ],
-        "audit_log": [
-            {
-                "at": e.at.isoformat(),
-                "key": e.key_name,
-                "key_id": e.key_id,
-                "action": e.action,
-                "object": f"{e.object_type} {e.object_id}",
-                "seq": e.seq,
-                "hash": e.hash,
-            }
+        audit_log=[
+            ExportAuditEvent(
+                at=e.at.isoformat(),
+                key=e.key_name,
+                key_id=e.key_id,
+                action=e.action,
+                object=f"{e.object_type} {e.object_id}",
+                seq=e.seq,
+                hash=e.hash,
+            )
             for e in events
         ],
-    }
-    return settings.audit_keys.sign(export, "subject-export")
+    )
+    return settings.audit_keys.sign(export.model_dump(), "subject-export")

@@ -11,8 +11,8 @@ from sqlmodel import select
 
 from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
 from service.jobs import STAGES, dispatch_job
-from service.routes.subjects import get_subject
-from service.tables import Headshot, Job, Photo
+from service.schemas import HeadshotList, HeadshotOut, JobOut
+from service.tables import Headshot, Job, Photo, Subject
 from service.text import plain_text
 from service.webhooks import job_ended
 
@@ -65,30 +65,6 @@ class JobIn(BaseModel):
     parameters: JobParameters = Field(default_factory=JobParameters)
 
 
-def job_out(job: Job) -> dict:
-    return {
-        "id": job.id,
-        "subject_id": job.subject_id,
-        "kind": job.kind,
-        "status": job.status,
-        "stage": job.stage,
-        "attempt": job.attempt,
-        "worker": job.worker,
-        "progress": round(job.progress, 4),
-        "step": job.step,
-        "total_steps": job.total_steps,
-        "loss": job.loss,
-        "eta_seconds": job.eta_seconds,
-        "error": job.error,
-        "parameters": json.loads(job.parameters),
-        "lora_sha256": job.lora_sha256,
-        "model_sha256": job.model_sha256,
-        "created_at": job.created_at.isoformat(),
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
-
-
 def get_job(session, caller: Caller, job_id: str) -> Job:
     return get_owned(session, caller, Job, job_id, "job")
 
@@ -96,8 +72,8 @@ def get_job(session, caller: Caller, job_id: str) -> Job:
 @router.post("/v1/subjects/{subject_id}/jobs", status_code=202)
 def create_job(
     subject_id: str, body: JobIn, request: Request, caller: Studio, session: SessionDep, settings: SettingsDep
-) -> dict:
-    subject = get_subject(session, caller, subject_id)
+) -> JobOut:
+    subject = get_owned(session, caller, Subject, subject_id, "subject")
     if subject.consent_withdrawn_at is not None:
         raise HTTPException(409, "consent was withdrawn for this subject")
     missing = NEEDS[body.kind] - set(json.loads(subject.consent_scope))
@@ -134,7 +110,7 @@ def create_job(
     session.commit()
     dispatch_job(session.get_bind(), request.app.state.jobs.dispatch, job.id, job.stage)
     session.refresh(job)
-    return job_out(job)
+    return JobOut.from_row(job)
 
 
 def _check_styles(styles: list[str] | None, settings) -> None:
@@ -152,12 +128,14 @@ def _check_styles(styles: list[str] | None, settings) -> None:
 
 
 @router.get("/v1/jobs/{job_id}")
-def read_job(job_id: str, caller: Annotated[Caller, Depends(require("studio", "auditor"))], session: SessionDep):
-    return job_out(get_job(session, caller, job_id))
+def read_job(
+    job_id: str, caller: Annotated[Caller, Depends(require("studio", "auditor"))], session: SessionDep
+) -> JobOut:
+    return JobOut.from_row(get_job(session, caller, job_id))
 
 
 @router.post("/v1/jobs/{job_id}/cancel")
-def cancel_job(job_id: str, caller: Studio, session: SessionDep) -> dict:
+def cancel_job(job_id: str, caller: Studio, session: SessionDep) -> JobOut:
     job = get_job(session, caller, job_id)
     if job.status in ("succeeded", "failed", "cancelled"):
         raise HTTPException(409, f"the job already ended ({job.status})")
@@ -168,11 +146,11 @@ def cancel_job(job_id: str, caller: Studio, session: SessionDep) -> dict:
     audit(session, caller, "cancel", "job", job.id)
     job_ended(session, job.id)  # cancelled at once when no worker held it
     session.commit()
-    return job_out(job)
+    return JobOut.from_row(job)
 
 
 @router.post("/v1/jobs/{job_id}/resume", status_code=202)
-def resume_job(job_id: str, request: Request, caller: Studio, session: SessionDep) -> dict:
+def resume_job(job_id: str, request: Request, caller: Studio, session: SessionDep) -> JobOut:
     job = get_job(session, caller, job_id)
     if job.status not in ("interrupted", "failed", "cancelled"):
         raise HTTPException(
@@ -185,39 +163,15 @@ def resume_job(job_id: str, request: Request, caller: Studio, session: SessionDe
     session.commit()
     dispatch_job(session.get_bind(), request.app.state.jobs.dispatch, job.id, job.stage)
     session.refresh(job)
-    return job_out(job)
-
-
-def headshot_out(headshot: Headshot) -> dict:
-    report = json.loads(headshot.report)
-    return {
-        "id": headshot.id,
-        "job_id": headshot.job_id,
-        "style": headshot.style,
-        "seed": headshot.seed,
-        "score": report["score"],
-        "rank": report["rank"],
-        "kept": headshot.kept,
-        "passed": report["passed"],
-        "likeness": report["likeness"],
-        "checks": report["checks"],
-        "label": report["label"],
-        "credentials": {
-            "manifest_label": headshot.manifest_label,
-            "ai_generated": True,
-            "watermark_payload": headshot.watermark_payload,
-        },
-        "delivered_at": headshot.delivered_at.isoformat() if headshot.delivered_at else None,
-        "file": f"/v1/headshots/{headshot.id}/file",
-    }
+    return JobOut.from_row(job)
 
 
 @router.get("/v1/subjects/{subject_id}/headshots")
-def list_headshots(subject_id: str, caller: Studio, session: SessionDep) -> dict:
-    subject = get_subject(session, caller, subject_id)
+def list_headshots(subject_id: str, caller: Studio, session: SessionDep) -> HeadshotList:
+    subject = get_owned(session, caller, Subject, subject_id, "subject")
     rows = session.exec(select(Headshot).where(Headshot.subject_id == subject.id)).all()
-    headshots = sorted((headshot_out(row) for row in rows), key=lambda item: (item["job_id"], item["rank"]))
-    return {"subject_id": subject.id, "headshots": headshots, "top_k": [h["id"] for h in headshots if h["kept"]]}
+    headshots = sorted((HeadshotOut.from_row(row) for row in rows), key=lambda item: (item.job_id, item.rank))
+    return HeadshotList(subject_id=subject.id, headshots=headshots, top_k=[h.id for h in headshots if h.kept])
 
 
 @router.get(

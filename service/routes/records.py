@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from sqlmodel import select
 
 from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
+from service.schemas import Jwks, SignedTrainingRecord, TrainingConsent, TrainingRecord, TrainingReference
 from service.tables import Job, Photo, Subject
 
 router = APIRouter(tags=["audit"])
@@ -14,14 +15,16 @@ StudioOrAuditor = Annotated[Caller, Depends(require("studio", "auditor"))]
 
 
 @router.get("/.well-known/jwks.json")
-def jwks(settings: SettingsDep) -> dict:
+def jwks(settings: SettingsDep) -> Jwks:
     """The installation's audit keys (JWKS): the current one first, then retired ones, which still verify
     what they signed. No key is needed to read them."""
     return settings.audit_keys.jwks()
 
 
 @router.get("/v1/jobs/{job_id}/training-record")
-def training_record(job_id: str, caller: StudioOrAuditor, session: SessionDep, settings: SettingsDep) -> dict:
+def training_record(
+    job_id: str, caller: StudioOrAuditor, session: SessionDep, settings: SettingsDep
+) -> SignedTrainingRecord:
     """What a trained model was made from, signed: the base model's and the LoRA's hashes, each reference
     photo's SHA-256 with the consent it was given under, licence notes, and when it was trained."""
     from service.storage import StorageError
@@ -42,48 +45,48 @@ def training_record(job_id: str, caller: StudioOrAuditor, session: SessionDep, s
         ) from None
     subject = session.get(Subject, job.subject_id)
     photos = {photo.sha256: photo for photo in session.exec(select(Photo).where(Photo.subject_id == job.subject_id))}
-    consent = {
-        "id": subject.id,
-        "given_by": subject.consent_given_by,
-        "scope": json.loads(subject.consent_scope),
-        "text_version": subject.consent_text_version,
-        "given_at": subject.consent_given_at.isoformat(),
-        "withdrawn_at": subject.consent_withdrawn_at.isoformat() if subject.consent_withdrawn_at else None,
-    }
+    consent = TrainingConsent(
+        id=subject.id,
+        given_by=subject.consent_given_by,
+        scope=json.loads(subject.consent_scope),
+        text_version=subject.consent_text_version,
+        given_at=subject.consent_given_at.isoformat(),
+        withdrawn_at=subject.consent_withdrawn_at.isoformat() if subject.consent_withdrawn_at else None,
+    )
     references = []
     for reference in training.get("references", []):
         photo = photos.get(reference["sha256"])
         references.append(
-            {
-                "sha256": reference["sha256"],
-                "photo_id": photo.id if photo else None,
-                "used_for_training": bool(reference.get("accepted")),
-                "reason": reference.get("reason"),
-                "training_permission": reference.get("training_permission"),
-                "licence_note": reference.get("licence_note"),
-                "credentials_training_mining": json.loads(photo.training_mining)
+            TrainingReference(
+                sha256=reference["sha256"],
+                photo_id=photo.id if photo else None,
+                used_for_training=bool(reference.get("accepted")),
+                reason=reference.get("reason"),
+                training_permission=reference.get("training_permission"),
+                licence_note=reference.get("licence_note"),
+                credentials_training_mining=json.loads(photo.training_mining)
                 if photo and photo.training_mining
                 else None,
-                "consent_id": consent["id"],
-                "consent_scope": consent["scope"],
-                "consent_text_version": consent["text_version"],
-            }
+                consent_id=consent.id,
+                consent_scope=consent.scope,
+                consent_text_version=consent.text_version,
+            )
         )
-    record = {
-        "job_id": job.id,
-        "kind": job.kind,
-        "tenant": job.tenant,
-        "subject_id": job.subject_id,
-        "base_model_sha256": training.get("base_model", {}).get("sha256") or job.model_sha256,
-        "lora_sha256": training.get("lora_sha256") or job.lora_sha256,
-        "training": training.get("config"),
-        "training_started_at": job.started_at.isoformat() if job.started_at else None,
-        "trained_at": job.trained_at.isoformat() if job.trained_at else None,
-        "consent": consent,
-        "reference_photos": references,
-        "licence_notes": sorted({r["licence_note"] for r in references if r["licence_note"]}),
-        "created_by": job.created_by,
-    }
+    record = TrainingRecord(
+        job_id=job.id,
+        kind=job.kind,
+        tenant=job.tenant,
+        subject_id=job.subject_id,
+        base_model_sha256=training.get("base_model", {}).get("sha256") or job.model_sha256,
+        lora_sha256=training.get("lora_sha256") or job.lora_sha256,
+        training=training.get("config"),
+        training_started_at=job.started_at.isoformat() if job.started_at else None,
+        trained_at=job.trained_at.isoformat() if job.trained_at else None,
+        consent=consent,
+        reference_photos=references,
+        licence_notes=sorted({r.licence_note for r in references if r.licence_note}),
+        created_by=job.created_by,
+    )
     audit(session, caller, "training-record", "job", job.id)
     session.commit()
-    return settings.audit_keys.sign(record, "training-record")
+    return settings.audit_keys.sign(record.model_dump(), "training-record")

@@ -5,14 +5,15 @@ import hashlib
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlmodel import select
 
 from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
+from service.schemas import PhotoCredentials, PhotoUploaded, SubjectOut, TombstoneOut
 from service.tables import Headshot, Job, Photo, Subject, Tombstone
 from service.text import plain_text
-from service.uploads import image_error, read_upload
+from service.uploads import UploadedImage, uploaded_image
 from service.webhooks import enqueue
 
 router = APIRouter(tags=["subjects"])
@@ -36,28 +37,12 @@ class SubjectIn(BaseModel):
     consent: ConsentIn
 
 
-def subject_out(subject: Subject) -> dict:
-    return {
-        "id": subject.id,
-        "tenant": subject.tenant,
-        "display_name": subject.display_name,
-        "consent": {
-            "given_by": subject.consent_given_by,
-            "scope": json.loads(subject.consent_scope),
-            "text_version": subject.consent_text_version,
-            "given_at": subject.consent_given_at.isoformat(),
-            "withdrawn_at": subject.consent_withdrawn_at.isoformat() if subject.consent_withdrawn_at else None,
-        },
-        "created_at": subject.created_at.isoformat(),
-    }
-
-
 def get_subject(session, caller: Caller, subject_id: str) -> Subject:
     return get_owned(session, caller, Subject, subject_id, "subject")
 
 
 @router.post("/v1/subjects", status_code=201)
-def create_subject(body: SubjectIn, caller: Studio, session: SessionDep) -> dict:
+def create_subject(body: SubjectIn, caller: Studio, session: SessionDep) -> SubjectOut:
     unknown = sorted(set(body.consent.scope) - set(PURPOSES))
     if unknown:
         raise HTTPException(422, f"unknown consent purpose {', '.join(unknown)}; use {', '.join(PURPOSES)}")
@@ -72,39 +57,37 @@ def create_subject(body: SubjectIn, caller: Studio, session: SessionDep) -> dict
     session.add(subject)
     audit(session, caller, "create", "subject", subject.id)
     session.commit()
-    return subject_out(subject)
+    return SubjectOut.from_row(subject)
 
 
 @router.get("/v1/subjects/{subject_id}")
 def read_subject(
     subject_id: str, caller: Annotated[Caller, Depends(require("studio", "auditor"))], session: SessionDep
-):
-    return subject_out(get_subject(session, caller, subject_id))
+) -> SubjectOut:
+    return SubjectOut.from_row(get_subject(session, caller, subject_id))
 
 
 @router.post("/v1/subjects/{subject_id}/photos", status_code=201)
 def upload_photo(
     subject_id: str,
-    file: Annotated[UploadFile, File(description="A photo of the subject (JPEG, PNG or WebP).")],
     caller: Studio,
+    upload: Annotated[UploadedImage, Depends(uploaded_image("A photo of the subject (JPEG, PNG or WebP)."))],
     session: SessionDep,
     settings: SettingsDep,
-) -> dict:
+) -> PhotoUploaded:
     """Store a reference photo: its original bytes' hash is its identity; its own credentials are read first."""
     from generation.permissions import training_permission
-    from provenance import ImageInputError, verify_image
+    from provenance import verify_image
     from provenance.images import MIME_TYPES, decode_image
 
     subject = get_subject(session, caller, subject_id)
     if subject.consent_withdrawn_at is not None:
         raise HTTPException(409, "consent was withdrawn for this subject; no photos can be added")
-    data = read_upload(file, settings.max_upload_bytes)
-    try:
+    data = upload.data
+    with upload.image_errors():
         image = decode_image(data, settings.image_limits)
         credentials = verify_image(data, settings.trust(), settings.image_limits).c2pa
         permission = training_permission(data, settings.trust())
-    except ImageInputError as exc:
-        raise image_error(exc, file.filename) from None
     sha256 = hashlib.sha256(data).hexdigest()
     existing = session.exec(select(Photo).where(Photo.subject_id == subject.id, Photo.sha256 == sha256)).first()
     if existing is not None:
@@ -131,17 +114,17 @@ def upload_photo(
     session.add(photo)
     audit(session, caller, "upload", "photo", photo.id, f"subject {subject.id}, sha256 {sha256}")
     session.commit()
-    return {
-        "id": photo.id,
-        "sha256": sha256,
-        "accepted": accepted,
-        "reason": reason,
-        "credentials": {"state": credentials.state, "training_mining": credentials.training_mining},
-    }
+    return PhotoUploaded(
+        id=photo.id,
+        sha256=sha256,
+        accepted=accepted,
+        reason=reason,
+        credentials=PhotoCredentials(state=credentials.state, training_mining=credentials.training_mining),
+    )
 
 
 @router.post("/v1/subjects/{subject_id}/consent/withdraw")
-def withdraw_consent(subject_id: str, caller: Studio, session: SessionDep, settings: SettingsDep) -> dict:
+def withdraw_consent(subject_id: str, caller: Studio, session: SessionDep, settings: SettingsDep) -> TombstoneOut:
     """Stop the subject's jobs and erase the subject (see DELETE /v1/subjects/{id})."""
     subject = get_subject(session, caller, subject_id)
     subject.consent_withdrawn_at = dt.datetime.now(dt.UTC)
@@ -158,11 +141,11 @@ def withdraw_consent(subject_id: str, caller: Studio, session: SessionDep, setti
 
 
 @router.delete("/v1/subjects/{subject_id}")
-def delete_subject(subject_id: str, caller: Studio, session: SessionDep, settings: SettingsDep) -> dict:
+def delete_subject(subject_id: str, caller: Studio, session: SessionDep, settings: SettingsDep) -> TombstoneOut:
     return erase(session, caller, get_subject(session, caller, subject_id), settings)
 
 
-def erase(session, caller: Caller, subject: Subject, settings) -> dict:
+def erase(session, caller: Caller, subject: Subject, settings) -> TombstoneOut:
     """Remove the subject's photos, LoRA weights, images and personal data; keep what recognises delivered ones.
 
     Delivered headshots stay in the soft-binding registry (watermark and fingerprints) with their manifest
@@ -203,18 +186,7 @@ def erase(session, caller: Caller, subject: Subject, settings) -> dict:
         {"subject_id": subject.id, "erased_at": tombstone.erased_at.isoformat(), "delivered_headshots_kept": len(kept)},
     )
     session.commit()
-    return tombstone_out(tombstone)
-
-
-def tombstone_out(tombstone: Tombstone) -> dict:
-    return {
-        "subject_id": tombstone.subject_id,
-        "erased": True,
-        "erased_by": tombstone.erased_by,
-        "erased_at": tombstone.erased_at.isoformat(),
-        "photo_hashes": json.loads(tombstone.photo_hashes),
-        "delivered_headshots_still_recognised": json.loads(tombstone.kept_manifests),
-    }
+    return TombstoneOut.from_row(tombstone)
 
 
 def _reference_check(session, subject: Subject, image, settings) -> tuple[bool, str, str | None]:

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from provenance import ImageInputError, Verdict, VerifyFailure, verify_image
+from provenance.verify import PLAIN_LANGUAGE
 from service.deps import Caller, SessionDep, SettingsDep, audit, require
-from service.uploads import image_error, read_upload
+from service.uploads import UploadedImage, image_error, read_upload, uploaded_image
 
 router = APIRouter(tags=["verify"])
 Verifier = Annotated[Caller, Depends(require("verifier"))]
@@ -31,18 +32,15 @@ def _verify(data: bytes, name: str, settings) -> Verdict:
 
 @router.post("/v1/verify", response_model=Verdict)
 def verify(
-    file: Annotated[UploadFile, File(description="The photo to verify (JPEG, PNG or WebP).")],
     caller: Verifier,
+    upload: Annotated[UploadedImage, Depends(uploaded_image("The photo to verify (JPEG, PNG or WebP)."))],
     session: SessionDep,
     settings: SettingsDep,
 ) -> Verdict:
     """Whether the photo is AI-generated and why: the same JSON as `headshot verify --json`."""
-    data = read_upload(file, settings.max_upload_bytes)
-    try:
-        verdict = _verify(data, file.filename or "upload", settings)
-    except ImageInputError as exc:
-        raise image_error(exc, file.filename) from None
-    audit(session, caller, "verify", "upload", hashlib.sha256(data).hexdigest(), verdict.label)
+    with upload.image_errors():
+        verdict = _verify(upload.data, upload.name, settings)
+    audit(session, caller, "verify", "upload", hashlib.sha256(upload.data).hexdigest(), verdict.label)
     session.commit()
     return verdict
 
@@ -100,17 +98,6 @@ PAGE_POLICY = (
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 
-PLAIN = {
-    "ai_verified": "AI-generated, and the maker's signature is trusted.",
-    "capture_verified": "Taken with a camera, according to trusted Content Credentials.",
-    "ai_unverified_signer": "Declared AI-generated, by a signer we cannot confirm.",
-    "credentials_no_ai_claim": "It has valid Content Credentials that do not say it is AI-generated.",
-    "ai_soft_binding": "AI-generated: a copy of an image we disclosed as AI-generated.",
-    "invalid_credentials": "Its Content Credentials are broken or tampered with: they cannot be trusted.",
-    "ai_metadata": "Its metadata says it was made with AI (unsigned, so it proves little).",
-    "no_provenance": "We found nothing either way. That does not mean the photo is real.",
-}
-
 
 def page_response(result: str = "", status_code: int = 200, headers: dict | None = None) -> HTMLResponse:
     """The public page with `result` (HTML) below the form, under the page's Content-Security-Policy."""
@@ -164,7 +151,7 @@ def verify_page_upload(
         who = f"<b>{html.escape(signer.subject)}</b> ({html.escape(signer.issuer)})"
         disclosure = f"<p>Signed by {who}{html.escape(made_with)}.</p>"
     result = (
-        f'<div class="verdict {css}"><h2>{html.escape(PLAIN[verdict.label])}</h2>'
+        f'<div class="verdict {css}"><h2>{html.escape(PLAIN_LANGUAGE[verdict.label])}</h2>'
         f"<p>{html.escape(verdict.summary)}</p>{disclosure}</div>"
         f"<h3>Evidence</h3><ul>{evidence or '<li>none</li>'}</ul>"
         f"<p><small>Label <code>{verdict.label}</code> · file {html.escape(verdict.file)}</small></p>"

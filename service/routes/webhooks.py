@@ -9,6 +9,7 @@ from sqlalchemy import delete
 from sqlmodel import select
 
 from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
+from service.schemas import DeliveryList, DeliveryOut, WebhookCreated, WebhookList, WebhookOut
 from service.tables import Webhook, WebhookDelivery
 from service.webhooks import EVENTS, WebhookUrlError, new_secret, resolve_receiver
 
@@ -23,35 +24,8 @@ class WebhookIn(BaseModel):
     events: list[str] = Field(min_length=1, description=f"Any of {', '.join(EVENTS)}.")
 
 
-def webhook_out(webhook: Webhook) -> dict:
-    return {
-        "id": webhook.id,
-        "tenant": webhook.tenant,
-        "url": webhook.url,
-        "events": json.loads(webhook.events),
-        "created_by": webhook.created_by,
-        "created_at": webhook.created_at.isoformat(),
-    }
-
-
-def delivery_out(delivery: WebhookDelivery) -> dict:
-    return {
-        "id": delivery.id,
-        "event_type": delivery.event_type,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "next_attempt_at": delivery.next_attempt_at.isoformat() if delivery.status == "pending" else None,
-        "last_status_code": delivery.last_status_code,
-        "last_error": delivery.last_error,
-        "attempt_log": json.loads(delivery.attempt_log),
-        "payload": json.loads(delivery.payload),
-        "created_at": delivery.created_at.isoformat(),
-        "finished_at": delivery.finished_at.isoformat() if delivery.finished_at else None,
-    }
-
-
 @router.post("/v1/webhooks", status_code=201)
-def create_webhook(body: WebhookIn, caller: Studio, session: SessionDep, settings: SettingsDep) -> dict:
+def create_webhook(body: WebhookIn, caller: Studio, session: SessionDep, settings: SettingsDep) -> WebhookCreated:
     """Register a receiver for the caller's tenant; the answer holds its signing secret, shown only now."""
     unknown = sorted(set(body.events) - set(EVENTS))
     if unknown:
@@ -70,20 +44,20 @@ def create_webhook(body: WebhookIn, caller: Studio, session: SessionDep, setting
     session.add(webhook)
     audit(session, caller, "create", "webhook", webhook.id, body.url)
     session.commit()
-    return {**webhook_out(webhook), "secret": webhook.secret}
+    return WebhookCreated(**WebhookOut.from_row(webhook).model_dump(), secret=webhook.secret)
 
 
 @router.get("/v1/webhooks")
-def list_webhooks(caller: Studio, session: SessionDep) -> dict:
+def list_webhooks(caller: Studio, session: SessionDep) -> WebhookList:
     query = select(Webhook).order_by(Webhook.created_at)
     if caller.role != "admin":
         query = query.where(Webhook.tenant == caller.tenant)
-    return {"webhooks": [webhook_out(webhook) for webhook in session.exec(query).all()]}
+    return WebhookList(webhooks=[WebhookOut.from_row(webhook) for webhook in session.exec(query).all()])
 
 
 @router.get("/v1/webhooks/{webhook_id}")
-def read_webhook(webhook_id: str, caller: Studio, session: SessionDep) -> dict:
-    return webhook_out(get_owned(session, caller, Webhook, webhook_id, "webhook"))
+def read_webhook(webhook_id: str, caller: Studio, session: SessionDep) -> WebhookOut:
+    return WebhookOut.from_row(get_owned(session, caller, Webhook, webhook_id, "webhook"))
 
 
 @router.delete("/v1/webhooks/{webhook_id}", status_code=204)
@@ -98,7 +72,7 @@ def delete_webhook(webhook_id: str, caller: Studio, session: SessionDep) -> Resp
 
 
 @router.get("/v1/webhooks/{webhook_id}/deliveries")
-def list_deliveries(webhook_id: str, caller: Studio, session: SessionDep) -> dict:
+def list_deliveries(webhook_id: str, caller: Studio, session: SessionDep) -> DeliveryList:
     """The latest deliveries, newest first, each with its attempts."""
     webhook = get_owned(session, caller, Webhook, webhook_id, "webhook")
     deliveries = session.exec(
@@ -107,4 +81,4 @@ def list_deliveries(webhook_id: str, caller: Studio, session: SessionDep) -> dic
         .order_by(WebhookDelivery.created_at.desc())
         .limit(LISTED_DELIVERIES)
     ).all()
-    return {"webhook_id": webhook.id, "deliveries": [delivery_out(delivery) for delivery in deliveries]}
+    return DeliveryList(webhook_id=webhook.id, deliveries=[DeliveryOut.from_row(delivery) for delivery in deliveries])

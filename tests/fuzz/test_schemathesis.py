@@ -154,7 +154,14 @@ def api():
     headshot_file = SETTINGS.data_dir / "jobs" / "fixture-job" / "headshot.png"
     headshot_file.parent.mkdir(parents=True)
     headshot_file.write_bytes(IMAGES[1])
-    report = {"score": 90.0, "rank": 1, "passed": True, "likeness": 0.9, "checks": {}, "label": "ai_verified"}
+    report = {  # the shape the pack pipeline stores (scoring's CandidateReport.as_dict, plus the verdict's label)
+        "score": 90.0,
+        "rank": 1,
+        "passed": True,
+        "likeness": {"distance": 0.3, "confidence": 0.9, "band": "same", "near_copy_of": None},
+        "checks": [{"name": "sharpness", "value": 120.0, "threshold": ">= 60", "passed": True, "explanation": "sharp"}],
+        "label": "ai_verified",
+    }
     with Session(engine_for(SETTINGS.resolved_database_url)) as session:
         job = Job(
             tenant="default",

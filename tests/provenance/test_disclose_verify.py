@@ -1,6 +1,7 @@
 import hashlib
 import io
 import json
+import typing
 
 import c2pa
 import pytest
@@ -15,6 +16,7 @@ from provenance import (
     verify_path,
 )
 from provenance.disclose import TRAINED_ALGORITHMIC_MEDIA
+from provenance.verify import PLAIN_LANGUAGE, Label
 from tests.conftest import encode, face_image, signed_capture
 
 REFERENCES = ["img2.jpg", "img3.jpg", "img4.jpg"]
@@ -247,3 +249,10 @@ def test_unreadable_paths(store, tmp_path):
         "file": str(tmp_path / "missing.jpg"),
         "error": results[0].error,
     }
+
+
+def test_every_label_has_its_plain_language_sentence():
+    """The public page heads a verdict with this sentence: a label without one would answer 500 there."""
+    labels = typing.get_args(Label)
+    assert len(labels) == 8 and list(PLAIN_LANGUAGE) == list(labels)
+    assert all(sentence.strip().endswith(".") for sentence in PLAIN_LANGUAGE.values())

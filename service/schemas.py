@@ -1,0 +1,475 @@
+"""The bodies the API answers with: one model per shape, so /openapi.json documents every response.
+
+Each model is exact (`extra="forbid"`): a route that returns a field its model does not declare fails at once
+in the tests, instead of the field being dropped silently. Times are the ISO 8601 strings the service has
+always sent (`datetime.isoformat()`), not re-formatted by pydantic. Signed records (service/signed_records.py)
+are their document's model plus `jws`, the signature over every other field.
+"""
+
+import datetime as dt
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from provenance.verify import CredentialsState, Label
+from service.tables import Headshot, Job, Subject, Tombstone, Webhook, WebhookDelivery
+
+Timestamp = str  # datetime.isoformat(): with its offset when the database keeps one (PostgreSQL), without on SQLite
+JWS = Field(description="The record's signature: a compact JWS over every other field (headshot audit verify-export).")
+
+
+def _iso(moment: dt.datetime | None) -> Timestamp | None:
+    return moment.isoformat() if moment else None
+
+
+class Body(BaseModel):
+    """A response body: exactly the fields declared, in this order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Health(Body):
+    status: Literal["ok"]
+    version: str
+
+
+# Subjects
+
+
+class ConsentOut(Body):
+    given_by: str
+    scope: list[str]
+    text_version: str
+    given_at: Timestamp
+    withdrawn_at: Timestamp | None
+
+
+class SubjectOut(Body):
+    id: str
+    tenant: str
+    display_name: str
+    consent: ConsentOut
+    created_at: Timestamp
+
+    @classmethod
+    def from_row(cls, subject: Subject) -> "SubjectOut":
+        return cls(
+            id=subject.id,
+            tenant=subject.tenant,
+            display_name=subject.display_name,
+            consent=ConsentOut(
+                given_by=subject.consent_given_by,
+                scope=json.loads(subject.consent_scope),
+                text_version=subject.consent_text_version,
+                given_at=subject.consent_given_at.isoformat(),
+                withdrawn_at=_iso(subject.consent_withdrawn_at),
+            ),
+            created_at=subject.created_at.isoformat(),
+        )
+
+
+class PhotoCredentials(Body):
+    state: CredentialsState = Field(description="What the photo's own Content Credentials said.")
+    training_mining: dict | None = Field(description="Their training-and-mining assertion, if any.")
+
+
+class PhotoUploaded(Body):
+    id: str
+    sha256: str
+    accepted: bool = Field(description="Whether the photo may be used for training.")
+    reason: str
+    credentials: PhotoCredentials
+
+
+class TombstoneOut(Body):
+    """What remains of an erased subject: hashes only."""
+
+    subject_id: str
+    erased: Literal[True]
+    erased_by: str
+    erased_at: Timestamp
+    photo_hashes: list[str]
+    delivered_headshots_still_recognised: list[str] = Field(
+        description="Manifest labels of delivered headshots that still verify as ai_soft_binding."
+    )
+
+    @classmethod
+    def from_row(cls, tombstone: Tombstone) -> "TombstoneOut":
+        return cls(
+            subject_id=tombstone.subject_id,
+            erased=True,
+            erased_by=tombstone.erased_by,
+            erased_at=tombstone.erased_at.isoformat(),
+            photo_hashes=json.loads(tombstone.photo_hashes),
+            delivered_headshots_still_recognised=json.loads(tombstone.kept_manifests),
+        )
+
+
+# Jobs and headshots
+
+
+class JobOut(Body):
+    id: str
+    subject_id: str
+    kind: str
+    status: str
+    stage: str
+    attempt: int
+    worker: str | None
+    progress: float
+    step: int
+    total_steps: int
+    loss: float | None
+    eta_seconds: float | None
+    error: str | None
+    parameters: dict
+    lora_sha256: str | None
+    model_sha256: str | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+    @classmethod
+    def from_row(cls, job: Job) -> "JobOut":
+        return cls(
+            id=job.id,
+            subject_id=job.subject_id,
+            kind=job.kind,
+            status=job.status,
+            stage=job.stage,
+            attempt=job.attempt,
+            worker=job.worker,
+            progress=round(job.progress, 4),
+            step=job.step,
+            total_steps=job.total_steps,
+            loss=job.loss,
+            eta_seconds=job.eta_seconds,
+            error=job.error,
+            parameters=json.loads(job.parameters),
+            lora_sha256=job.lora_sha256,
+            model_sha256=job.model_sha256,
+            created_at=job.created_at.isoformat(),
+            started_at=_iso(job.started_at),
+            finished_at=_iso(job.finished_at),
+        )
+
+
+class LikenessOut(Body):
+    """scoring.likeness.LikenessScore."""
+
+    distance: float
+    confidence: float
+    band: str
+    near_copy_of: str | None
+
+
+class CheckOut(Body):
+    """scoring.checks.CheckResult."""
+
+    name: str
+    value: float | None
+    threshold: str
+    passed: bool
+    explanation: str
+
+
+class HeadshotCredentials(Body):
+    manifest_label: str
+    ai_generated: Literal[True]
+    watermark_payload: str
+
+
+class HeadshotOut(Body):
+    id: str
+    job_id: str
+    style: str
+    seed: int
+    score: float
+    rank: int
+    kept: bool
+    passed: bool
+    likeness: LikenessOut | None
+    checks: list[CheckOut]
+    label: Label
+    credentials: HeadshotCredentials
+    delivered_at: Timestamp | None
+    file: str = Field(description="Where to download the disclosed file.")
+
+    @classmethod
+    def from_row(cls, headshot: Headshot) -> "HeadshotOut":
+        report = json.loads(headshot.report)
+        return cls(
+            id=headshot.id,
+            job_id=headshot.job_id,
+            style=headshot.style,
+            seed=headshot.seed,
+            score=report["score"],
+            rank=report["rank"],
+            kept=headshot.kept,
+            passed=report["passed"],
+            likeness=report["likeness"],
+            checks=report["checks"],
+            label=report["label"],
+            credentials=HeadshotCredentials(
+                manifest_label=headshot.manifest_label, ai_generated=True, watermark_payload=headshot.watermark_payload
+            ),
+            delivered_at=_iso(headshot.delivered_at),
+            file=f"/v1/headshots/{headshot.id}/file",
+        )
+
+
+class HeadshotList(Body):
+    subject_id: str
+    headshots: list[HeadshotOut]
+    top_k: list[str] = Field(description="The ids of the kept headshots, best first.")
+
+
+# Audit
+
+
+class ChainHeadshot(Body):
+    id: str
+    manifest_label: str
+    style: str
+    seed: int
+    delivered_at: Timestamp | None
+
+
+class ReferencePhoto(Body):
+    sha256: str
+    uploaded_at: Timestamp
+    credentials_state: CredentialsState
+
+
+class ChainJob(Body):
+    id: str
+    kind: str
+    created_by: str
+    parameters: dict
+
+
+class HeadshotChain(Body):
+    """Which photos, under which consent, trained the model that made a headshot."""
+
+    headshot: ChainHeadshot
+    subject: SubjectOut | None = Field(description="null once the subject is erased.")
+    reference_photos: list[ReferencePhoto]
+    base_model_sha256: str | None
+    lora_sha256: str | None
+    job: ChainJob | None
+    generation_parameters: dict | None
+
+
+class SignedHeadshotChain(HeadshotChain):
+    jws: str = JWS
+
+
+class LookupFoundHead(Body):
+    found: Literal[True]
+    verdict_label: Label
+
+
+class LookupFound(SignedHeadshotChain, LookupFoundHead):
+    """The uploaded image is a headshot of this installation: its chain, signed (`found` first)."""
+
+
+class LookupNotFound(Body):
+    found: Literal[False]
+    verdict_label: Label
+    manifest_label: str | None
+    erased_subjects: list[TombstoneOut] = Field(description="Erased subjects whose delivered headshot this was.")
+
+
+class TrainedModel(Body):
+    job_id: str
+    status: str
+    lora_sha256: str | None
+    base_model_sha256: str | None
+
+
+class TrainingMatch(Body):
+    match: str = Field(description='"exact", or "near-duplicate (pHash distance N)".')
+    photo_sha256: str
+    accepted_for_training: bool
+    subject: SubjectOut | None
+    models: list[TrainedModel]
+
+
+class TrainingLookup(Body):
+    sha256: str
+    used_for_training: bool
+    matches: list[TrainingMatch]
+    erased_subjects: list[TombstoneOut]
+
+
+class ExportPhoto(Body):
+    id: str
+    sha256: str
+    accepted: bool
+    reason: str
+    credentials_state: CredentialsState
+    training_mining: dict | None
+    uploaded_at: Timestamp
+
+
+class ExportJob(Body):
+    id: str
+    kind: str
+    status: str
+    lora_sha256: str | None
+    base_model_sha256: str | None
+    parameters: dict
+    created_by: str
+
+
+class ExportHeadshot(Body):
+    id: str
+    manifest_label: str
+    kept: bool
+    delivered_at: Timestamp | None
+
+
+class ExportAuditEvent(Body):
+    at: Timestamp
+    key: str
+    key_id: str | None
+    action: str
+    object: str
+    seq: int
+    hash: str = Field(description="The event's hash in the audit chain.")
+
+
+class SubjectExport(Body):
+    subject: SubjectOut
+    photos: list[ExportPhoto]
+    jobs: list[ExportJob]
+    headshots: list[ExportHeadshot]
+    audit_log: list[ExportAuditEvent]
+
+
+class SignedSubjectExport(SubjectExport):
+    jws: str = JWS
+
+
+class SignedErasedSubjectExport(Body):
+    """The export of an erased subject: its tombstone."""
+
+    subject: None
+    tombstone: TombstoneOut
+    jws: str = JWS
+
+
+# Signed records
+
+
+class Jwks(Body):
+    keys: list[dict] = Field(description="Public JWKs (Ed25519), the current key first, then retired ones.")
+
+
+class TrainingConsent(Body):
+    id: str = Field(description="The subject's id.")
+    given_by: str
+    scope: list[str]
+    text_version: str
+    given_at: Timestamp
+    withdrawn_at: Timestamp | None
+
+
+class TrainingReference(Body):
+    sha256: str
+    photo_id: str | None
+    used_for_training: bool
+    reason: str | None
+    training_permission: str | None
+    licence_note: str | None
+    credentials_training_mining: dict | None
+    consent_id: str
+    consent_scope: list[str]
+    consent_text_version: str
+
+
+class TrainingRecord(Body):
+    job_id: str
+    kind: str
+    tenant: str
+    subject_id: str
+    base_model_sha256: str | None
+    lora_sha256: str | None
+    training: dict | None = Field(description="The training configuration.")
+    training_started_at: Timestamp | None
+    trained_at: Timestamp | None
+    consent: TrainingConsent
+    reference_photos: list[TrainingReference]
+    licence_notes: list[str]
+    created_by: str
+
+
+class SignedTrainingRecord(TrainingRecord):
+    jws: str = JWS
+
+
+# Webhooks
+
+
+class WebhookOut(Body):
+    id: str
+    tenant: str
+    url: str
+    events: list[str]
+    created_by: str
+    created_at: Timestamp
+
+    @classmethod
+    def from_row(cls, webhook: Webhook) -> "WebhookOut":
+        return cls(
+            id=webhook.id,
+            tenant=webhook.tenant,
+            url=webhook.url,
+            events=json.loads(webhook.events),
+            created_by=webhook.created_by,
+            created_at=webhook.created_at.isoformat(),
+        )
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="The signing secret (Standard Webhooks), shown only in this answer.")
+
+
+class WebhookList(Body):
+    webhooks: list[WebhookOut]
+
+
+class DeliveryOut(Body):
+    id: str
+    event_type: str
+    status: str
+    attempts: int
+    next_attempt_at: Timestamp | None = Field(description="When the next attempt is due; null unless pending.")
+    last_status_code: int | None
+    last_error: str | None
+    attempt_log: list[dict]
+    payload: dict
+    created_at: Timestamp
+    finished_at: Timestamp | None
+
+    @classmethod
+    def from_row(cls, delivery: WebhookDelivery) -> "DeliveryOut":
+        return cls(
+            id=delivery.id,
+            event_type=delivery.event_type,
+            status=delivery.status,
+            attempts=delivery.attempts,
+            next_attempt_at=delivery.next_attempt_at.isoformat() if delivery.status == "pending" else None,
+            last_status_code=delivery.last_status_code,
+            last_error=delivery.last_error,
+            attempt_log=json.loads(delivery.attempt_log),
+            payload=json.loads(delivery.payload),
+            created_at=delivery.created_at.isoformat(),
+            finished_at=_iso(delivery.finished_at),
+        )
+
+
+class DeliveryList(Body):
+    webhook_id: str
+    deliveries: list[DeliveryOut]

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException
 from sqlmodel import select
 
-from service.deps import Caller, SessionDep, SettingsDep, audit, require
+from service.deps import Caller, ServicesDep, SessionDep, audit, require
 from service.schemas import (
     ChainHeadshot,
     ChainJob,
@@ -78,14 +78,14 @@ def _visible_headshot(session, caller: Caller, **where) -> Headshot | None:
 
 @router.get("/v1/audit/headshots/{headshot_id}")
 def audit_headshot(
-    headshot_id: str, caller: Auditor, session: SessionDep, settings: SettingsDep
+    headshot_id: str, caller: Auditor, session: SessionDep, services: ServicesDep
 ) -> SignedHeadshotChain:
     headshot = _visible_headshot(session, caller, id=headshot_id)
     if headshot is None:
         raise HTTPException(404, f"no headshot {headshot_id}")
     audit(session, caller, "audit-read", "headshot", headshot_id)
     session.commit()
-    return settings.audit_keys.sign(_chain(session, headshot).model_dump(), "headshot-chain")
+    return services.audit_keys.sign(_chain(session, headshot).model_dump(), "headshot-chain")
 
 
 @router.post("/v1/audit/lookup")
@@ -93,7 +93,7 @@ def audit_lookup(
     caller: Auditor,
     upload: Annotated[UploadedImage, Depends(uploaded_image("A headshot, possibly a stripped copy."))],
     session: SessionDep,
-    settings: SettingsDep,
+    services: ServicesDep,
 ) -> LookupFound | LookupNotFound:
     """The chain behind an uploaded headshot, found by its credentials or, for stripped copies, soft bindings."""
     from provenance import verify_image
@@ -102,10 +102,10 @@ def audit_lookup(
     with upload.image_errors():
         verdict = verify_image(
             data,
-            settings.trust(),
-            settings.image_limits,
-            registry=settings.registry(),
-            remote_manifests=settings.remote_manifests(),
+            services.trust(),
+            services.settings.image_limits,
+            registry=services.registry,
+            remote_manifests=services.remote_manifests,
         )
     label = verdict.c2pa.manifest_label
     if verdict.recovered_manifest:
@@ -115,7 +115,7 @@ def audit_lookup(
     headshot = _visible_headshot(session, caller, manifest_label=label) if label else None
     if headshot is not None:
         chain = {"found": True, "verdict_label": verdict.label, **_chain(session, headshot).model_dump()}
-        return settings.audit_keys.sign(chain, "headshot-chain")
+        return services.audit_keys.sign(chain, "headshot-chain")
     erased = [
         TombstoneOut.from_row(t)
         for t in session.exec(select(Tombstone)).all()
@@ -131,14 +131,14 @@ def training_lookup(
         UploadedImage, Depends(uploaded_image("Any photo: was it (or a near-duplicate) used for training?"))
     ],
     session: SessionDep,
-    settings: SettingsDep,
+    services: ServicesDep,
 ) -> TrainingLookup:
     from provenance.images import decode_image
-    from scoring.score import perceptual_hash
+    from scoring.faces import hash_distance, perceptual_hash
 
     data = upload.data
     with upload.image_errors():
-        image = decode_image(data, settings.image_limits)
+        image = decode_image(data, services.settings.image_limits)
     sha256 = hashlib.sha256(data).hexdigest()
     frame_hash = perceptual_hash(image)
     matches = []
@@ -146,7 +146,7 @@ def training_lookup(
         if not caller.sees(photo.tenant):
             continue
         exact = photo.sha256 == sha256
-        distance = (int(photo.frame_hash, 16) ^ frame_hash).bit_count() if photo.frame_hash else None
+        distance = hash_distance(int(photo.frame_hash, 16), frame_hash) if photo.frame_hash else None
         if exact or (distance is not None and distance <= NEAR_DUPLICATE_PHASH):
             subject = session.get(Subject, photo.subject_id)
             jobs = session.exec(select(Job).where(Job.subject_id == photo.subject_id, Job.kind != "generate")).all()
@@ -184,7 +184,7 @@ def training_lookup(
 
 @router.get("/v1/audit/subjects/{subject_id}/export")
 def export_subject(
-    subject_id: str, caller: Auditor, session: SessionDep, settings: SettingsDep
+    subject_id: str, caller: Auditor, session: SessionDep, services: ServicesDep
 ) -> SignedSubjectExport | SignedErasedSubjectExport:
     """The subject's whole record (or its tombstone), signed; each audit event with its place in the chain."""
     subject = session.get(Subject, subject_id)
@@ -194,7 +194,7 @@ def export_subject(
             audit(session, caller, "audit-export", "subject", subject_id, "tombstone")
             session.commit()
             erased = {"subject": None, "tombstone": TombstoneOut.from_row(tombstone).model_dump()}
-            return settings.audit_keys.sign(erased, "subject-export")
+            return services.audit_keys.sign(erased, "subject-export")
         raise HTTPException(404, f"no subject {subject_id}")
     photos = session.exec(select(Photo).where(Photo.subject_id == subject.id)).all()
     jobs = session.exec(select(Job).where(Job.subject_id == subject.id)).all()
@@ -251,4 +251,4 @@ def export_subject(
             for e in events
         ],
     )
-    return settings.audit_keys.sign(export.model_dump(), "subject-export")
+    return services.audit_keys.sign(export.model_dump(), "subject-export")

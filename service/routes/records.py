@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException
 from sqlmodel import select
 
-from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
+from service.deps import Caller, ServicesDep, SessionDep, audit, get_owned, require
 from service.schemas import Jwks, SignedTrainingRecord, TrainingConsent, TrainingRecord, TrainingReference
 from service.tables import Job, Photo, Subject
 
@@ -15,15 +15,15 @@ StudioOrAuditor = Annotated[Caller, Depends(require("studio", "auditor"))]
 
 
 @router.get("/.well-known/jwks.json")
-def jwks(settings: SettingsDep) -> Jwks:
+def jwks(services: ServicesDep) -> Jwks:
     """The installation's audit keys (JWKS): the current one first, then retired ones, which still verify
     what they signed. No key is needed to read them."""
-    return settings.audit_keys.jwks()
+    return services.audit_keys.jwks()
 
 
 @router.get("/v1/jobs/{job_id}/training-record")
 def training_record(
-    job_id: str, caller: StudioOrAuditor, session: SessionDep, settings: SettingsDep
+    job_id: str, caller: StudioOrAuditor, session: SessionDep, services: ServicesDep
 ) -> SignedTrainingRecord:
     """What a trained model was made from, signed: the base model's and the LoRA's hashes, each reference
     photo's SHA-256 with the consent it was given under, licence notes, and when it was trained."""
@@ -38,7 +38,7 @@ def training_record(
     if not job.lora_key:
         raise HTTPException(409, f"job {job.id} has not trained its LoRA yet ({job.status}, at {job.stage})")
     try:
-        training = json.loads(settings.storage().read(job.lora_key + "training.json"))
+        training = json.loads(services.storage.read(job.lora_key + "training.json"))
     except StorageError:
         raise HTTPException(
             410, f"job {job.id}: its training.json is missing from storage; ask the operator to restore it"
@@ -89,4 +89,4 @@ def training_record(
     )
     audit(session, caller, "training-record", "job", job.id)
     session.commit()
-    return settings.audit_keys.sign(record.model_dump(), "training-record")
+    return services.audit_keys.sign(record.model_dump(), "training-record")

@@ -168,7 +168,7 @@ class CheckOut(Body):
     """scoring.checks.CheckResult."""
 
     name: str
-    value: float | None
+    value: int | float | None  # as scoring wrote it: a count stays an int in the JSON
     threshold: str
     passed: bool
     explanation: str

@@ -1,14 +1,16 @@
 """The typed API: every /v1 operation documents the body it answers with (service/schemas.py)."""
 
 import dataclasses
+import json
 
 import pytest
 
 from scoring.checks import CheckResult
 from scoring.likeness import LikenessScore
 from service.app import create_app
-from service.schemas import CheckOut, LikenessOut, SubjectOut
+from service.schemas import CheckOut, HeadshotOut, LikenessOut, SubjectOut
 from service.settings import Settings
+from service.tables import Headshot
 
 JSON = "application/json"
 FILE_TYPES = {"image/png", "image/jpeg", "image/webp"}
@@ -99,3 +101,33 @@ def test_response_models_are_exact():
 def test_headshot_report_models_follow_scoring(model, dataclass):
     """A headshot's likeness and checks are scoring's dataclasses as JSON: the models list the same fields."""
     assert list(model.model_fields) == [field.name for field in dataclasses.fields(dataclass)]
+
+
+def test_a_headshot_body_keeps_the_numbers_scoring_wrote():
+    """A check's count (0 faces) stays 0, not 0.0: the model passes the stored report through unchanged."""
+    check = {"name": "one_face", "value": 0, "threshold": "exactly 1", "passed": False, "explanation": "No face."}
+    likeness = {"distance": 0.31, "confidence": 0.9, "band": "same", "near_copy_of": None}
+    report = {
+        "score": 54.0,
+        "rank": 1,
+        "passed": False,
+        "likeness": likeness,
+        "checks": [check],
+        "label": "ai_verified",
+    }
+    row = Headshot(
+        id="h1",
+        tenant="t",
+        subject_id="s",
+        job_id="j",
+        storage_key="k",
+        manifest_label="urn:c2pa:x",
+        watermark_payload="00",
+        style="corporate-grey",
+        seed=7,
+        report=json.dumps(report),
+        kept=True,
+    )
+    body = json.loads(HeadshotOut.from_row(row).model_dump_json())
+    assert body["checks"] == [check] and body["likeness"] == likeness and body["score"] == 54.0
+    assert json.dumps(body["checks"][0]["value"]) == "0"

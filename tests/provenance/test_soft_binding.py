@@ -53,8 +53,10 @@ def test_disclosure_declares_soft_bindings(pack, store):
     bindings = {
         a["data"]["alg"]: a["data"]["blocks"][0]["value"] for a in assertions if a["label"] == "c2pa.soft-binding"
     }
-    assert base64.b64decode(bindings["io.github.headshot.watermark.tile-v1"]) == disclosure.payload.to_bytes(8, "big")
+    assert base64.b64decode(bindings["io.github.headshot.watermark.tile-v2"]) == disclosure.payload.to_bytes(8, "big")
     assert len(base64.b64decode(bindings["io.github.headshot.fingerprint.phash-v1"])) == 8 * 8
+    assert base64.b64decode(bindings["io.github.headshot.fingerprint.pdq-v1"]) == disclosure.fingerprints.pdq[0]
+    assert disclosure.algorithm == registry.find_payload(disclosure.payload).algorithm == "tile-v2"
     actions = next(a for a in assertions if a["label"] == "c2pa.actions.v2")["data"]["actions"]
     assert [action["action"] for action in actions] == ["c2pa.created", "c2pa.watermarked"]
     assert verify_image(disclosure.data, store.trust_anchors(), registry=registry).label == "ai_verified"
@@ -180,4 +182,4 @@ def test_unmarked_photos_read_no_watermark():
         with Image.open(FACES / name) as image:
             reading = read_watermark(image)
         assert reading.payload is None
-        assert reading.z_score < 7
+        assert reading.confidence < 7

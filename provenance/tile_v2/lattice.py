@@ -11,6 +11,8 @@ scored by the autocorrelation summed over its lattice points; the best bases are
 precision by a weighted least-squares fit to the peaks near their predicted lattice points.
 """
 
+from collections.abc import Iterator
+
 import cv2
 import numpy as np
 
@@ -54,12 +56,13 @@ def autocorrelation(residual: np.ndarray) -> tuple[np.ndarray, int, int]:
     return surface.astype(np.float32), reach_y, reach_x
 
 
-def lattice_bases(residual: np.ndarray, count: int = 3) -> list[np.ndarray]:
-    """Up to `count` candidate lattice bases, best first: 2x2 arrays whose columns are (x, y) vectors in px."""
+def lattice_bases(residual: np.ndarray, count: int = 3) -> Iterator[np.ndarray]:
+    """Up to `count` candidate lattice bases, best first: 2x2 arrays whose columns are (x, y) vectors in px.
+
+    Each is refined only when asked for (a marked copy usually decodes at the first).
+    """
     surface, centre_y, centre_x = autocorrelation(residual)
     peaks = _peaks(surface, centre_y, centre_x)
-    if len(peaks) < 2:
-        return []
     scored: list[tuple[float, np.ndarray]] = []
     for basis in _candidate_bases(peaks):
         basis = _reduced(basis)
@@ -69,7 +72,8 @@ def lattice_bases(residual: np.ndarray, count: int = 3) -> list[np.ndarray]:
             continue
         scored.append((_lattice_score(surface, centre_y, centre_x, basis), basis))
     scored.sort(key=lambda item: -item[0])
-    return [_refined(surface, centre_y, centre_x, basis) for _, basis in scored[:count]]
+    for _, basis in scored[:count]:
+        yield _refined(surface, centre_y, centre_x, basis)
 
 
 def _candidate_bases(peaks: list[np.ndarray]):

@@ -1,5 +1,7 @@
 """Reading tile-v2 from a copy that may have been mirrored, turned, sheared, rescaled, cropped or re-encoded."""
 
+from collections.abc import Iterator
+
 import cv2
 import numpy as np
 from PIL import Image
@@ -20,7 +22,8 @@ from provenance.tile_v2.pattern import (
 )
 from provenance.watermarking import WatermarkReading
 
-ANALYSIS_SIDE = 512  # the lattice is searched with the copy's long side brought down to this
+ANALYSIS_SIDE = 512  # the copy is folded with its long side brought down to this
+LATTICE_SIDE = 384  # and its lattice searched on a copy this size
 MIN_READ_SIDE = 48
 Z_THRESHOLD = 7.0
 ORIENTATIONS = 8  # the square lattice's symmetries: 4 rotations, each mirrored or not
@@ -39,22 +42,37 @@ def read(image: Image.Image) -> WatermarkReading:
     if scale < 1:
         size = (round(grey.shape[1] * scale), round(grey.shape[0] * scale))
         grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-    bases = lattice_bases(residual(grey), MAX_BASES)
     uncropped = np.eye(2) * max(grey.shape) / TILES_PER_SIDE
-    if not any(np.allclose(basis, uncropped, rtol=0, atol=1.5) for basis in bases):
-        bases.append(uncropped)
-
-    best: tuple[float, np.ndarray, int | None] | None = None
-    for decodings, basis in enumerate(bases, start=1):
-        folded = fold(grey, basis)
-        z_score, chips = align(folded)
+    best: tuple[float, np.ndarray] | None = None
+    decodings = 0
+    for basis in _hypotheses(grey, uncropped):
+        decodings += 1
+        z_score, chips = align(fold(grey, basis))
         soft = soft_bits(chips)
         payload = decode_payload(soft, PAYLOAD_BITS) if z_score >= Z_THRESHOLD else None
         if payload is not None:
             return WatermarkReading(payload, z_score, soft, decodings)
         if best is None or z_score > best[0]:
-            best = (z_score, soft, None)
-    return WatermarkReading(None, best[0], best[1], len(bases))
+            best = (z_score, soft)
+    return WatermarkReading(None, best[0], best[1], decodings)
+
+
+def _hypotheses(grey: np.ndarray, uncropped: np.ndarray) -> Iterator[np.ndarray]:
+    """The lattice bases to try: the autocorrelation's best (searched on a copy of at most LATTICE_SIDE px),
+    then the uncropped guess unless one of them was it."""
+    scale = min(1.0, LATTICE_SIDE / max(grey.shape))
+    small = grey
+    if scale < 1:
+        small = cv2.resize(
+            grey, (round(grey.shape[1] * scale), round(grey.shape[0] * scale)), interpolation=cv2.INTER_AREA
+        )
+    seen_uncropped = False
+    for basis in lattice_bases(residual(small), MAX_BASES):
+        basis = basis / scale
+        seen_uncropped |= bool(np.allclose(basis, uncropped, rtol=0, atol=1.5))
+        yield basis
+    if not seen_uncropped:
+        yield uncropped
 
 
 def fold(grey: np.ndarray, basis: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from rich.table import Table  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from provenance import CredentialStore, disclose_image, tile_v2, verify_image  # noqa: E402
-from provenance.fingerprint import fingerprint_for_query, hamming, pdq_distance  # noqa: E402
+from provenance.fingerprint import fingerprint_for_query, pdq_distance  # noqa: E402
 from provenance.registry import InMemoryRegistry  # noqa: E402
 from provenance.soft_binding import (  # noqa: E402
     AGREEMENT_THRESHOLD,
@@ -40,6 +40,7 @@ from provenance.soft_binding import (  # noqa: E402
     PDQ_THRESHOLD,
 )
 from provenance.watermarking import known_watermarkers  # noqa: E402
+from scoring.faces import hash_distance  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -261,8 +262,8 @@ def main() -> None:
 
 
 def _proposed(query, registered) -> bool:
-    frame = min(hamming(query.frame[0], variant) for variant in registered.frame)
-    face = hamming(query.face, registered.face) if query.face is not None and registered.face is not None else 99
+    frame = min(hash_distance(query.frame[0], variant) for variant in registered.frame)
+    face = hash_distance(query.face, registered.face) if query.face is not None and registered.face is not None else 99
     pdq = min(pdq_distance(variant, registered.pdq[0]) for variant in query.pdq) if registered.pdq else 999
     return frame <= FRAME_THRESHOLD or face <= FACE_THRESHOLD or pdq <= PDQ_THRESHOLD
 
@@ -313,9 +314,9 @@ def _false_labels(console: Console, registry, trust, outputs, undisclosed: list[
                     agreements.append(max(reading.agreement_with(word) for word in codewords[marker.name]))
                 query = fingerprint_for_query(copy_image)
                 for fingerprints in registered:
-                    frames.append(min(hamming(query.frame[0], variant) for variant in fingerprints.frame))
+                    frames.append(min(hash_distance(query.frame[0], variant) for variant in fingerprints.frame))
                     if query.face is not None and fingerprints.face is not None:
-                        faces.append(hamming(query.face, fingerprints.face))
+                        faces.append(hash_distance(query.face, fingerprints.face))
                     pdqs.append(min(pdq_distance(variant, fingerprints.pdq[0]) for variant in query.pdq))
                 false += verify_image(copy, trust, registry=registry).label.startswith("ai_")
         table.add_row(

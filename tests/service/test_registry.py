@@ -139,15 +139,15 @@ def test_migration_0006_keeps_tile_v1_images_verifiable(store, tmp_path, engine_
             row = connection.execute(sa.text("SELECT algorithm, pdq_hash FROM registered_images")).one()
         assert tuple(row) == ("tile-v1", None)
         engine.dispose()
-        engine_for.cache_clear()
-        registry = DatabaseRegistry(engine_for(url))
+        upgraded = engine_for(url)
+        registry = DatabaseRegistry(upgraded)
         assert registry.find_payload(old.payload).algorithm == "tile-v1"
         stripped = encode(Image.open(io.BytesIO(old.data)).convert("RGB"), "JPEG", quality=85)
         verdict = verify_image(stripped, store.trust_anchors(), registry=registry)
         assert verdict.label == "ai_soft_binding"
         assert verdict.recovered_manifest["label"] == old.manifest_label
         assert any(e.source == "watermark" and "tile-v1 watermark decoded" in e.detail for e in verdict.evidence)
-        engine_for(url).dispose()
+        upgraded.dispose()
 
     if engine_kind == "sqlite":
         check(f"sqlite:///{tmp_path / 'old.db'}")

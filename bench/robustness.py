@@ -38,6 +38,7 @@ from provenance.soft_binding import (  # noqa: E402
     FRAME_THRESHOLD,
     MAX_CANDIDATES,
     PDQ_THRESHOLD,
+    find_disclosure,
 )
 from provenance.watermarking import known_watermarkers  # noqa: E402
 from scoring.faces import hash_distance  # noqa: E402
@@ -128,8 +129,6 @@ TRANSFORMS: dict[str, Callable[[Image.Image], bytes]] = {
     "rotate -10 deg, filled": lambda im: jpeg(rotate(im, -10)),
     "rotate +10 deg, cropped": lambda im: jpeg(rotate(im, 10, cropped=True)),
     "width -15%": lambda im: jpeg(im.resize((round(im.width * 0.85), im.height), Image.Resampling.LANCZOS)),
-    "height -12%": lambda im: jpeg(im.resize((im.width, round(im.height * 0.88)), Image.Resampling.LANCZOS)),
-    "face crop 50% -> 400 px": lambda im: jpeg(face_square(im, 0.5, 400)),
     "face crop 30% -> 400 px": lambda im: jpeg(face_square(im, 0.3, 400)),
     "face crop 30% -> 200 px": lambda im: jpeg(face_square(im, 0.3, 200)),
     "JPEG q60": lambda im: jpeg(im, 60),
@@ -138,10 +137,8 @@ TRANSFORMS: dict[str, Callable[[Image.Image], bytes]] = {
     "screenshot x0.5 + border, JPEG": lambda im: jpeg(screenshot(im, 0.5), 90),
     "brightness +30%": lambda im: jpeg(adjust(im, brightness=1.3)),
     "brightness -30%": lambda im: jpeg(adjust(im, brightness=0.7)),
-    "contrast +30%": lambda im: jpeg(adjust(im, contrast=1.3)),
     "contrast -30%": lambda im: jpeg(adjust(im, contrast=0.7)),
     "saturation +30%": lambda im: jpeg(adjust(im, saturation=1.3)),
-    "saturation -30%": lambda im: jpeg(adjust(im, saturation=0.7)),
     "brightness/contrast +30%": lambda im: jpeg(adjust(im, brightness=1.3, contrast=1.3)),
     # combined
     "mirror + rotate 5 + JPEG q70": lambda im: jpeg(rotate(im.transpose(T.FLIP_LEFT_RIGHT), 5), 70),
@@ -202,22 +199,17 @@ def main() -> None:
         console.print(f"disclosed {len(disclosed)} photos as JPEG and as PNG ({registry.count()} registered)")
 
         recovery = Table(title=f"Recovery of {len(disclosed)} disclosed 1024x1024 photos after each transform")
-        for column in ("transform", "watermark exact", "code bits agreeing (min)", "fingerprint", "ai_soft_binding"):
+        for column in ("transform", "watermark exact", "fingerprint candidate", "ai_soft_binding"):
             recovery.add_column(column, justify="right" if column != "transform" else "left")
         verify_times, small_times, worst = [], [], (2.0, "")
         for name, transform in TRANSFORMS.items():
             wanted_format = "PNG" if name == "PNG->JPEG" else "JPEG"
-            exact = fingerprint_hits = labelled = 0
-            agreements = []
+            exact = fingerprint_hits = labelled = count = 0
             for _, image_format, disclosure in outputs:
                 if image_format != wanted_format:
                     continue
+                count += 1
                 copy = transform(Image.open(io.BytesIO(disclosure.data)).convert("RGB"))
-                copy_image = Image.open(io.BytesIO(copy))
-                reading = tile_v2.read(copy_image)
-                exact += reading.payload == disclosure.payload
-                agreements.append(reading.agreement_with(tile_v2.codeword(disclosure.payload)))
-                fingerprint_hits += _proposed(fingerprint_for_query(copy_image), disclosure.fingerprints)
                 start = time.perf_counter()
                 verdict = verify_image(copy, trust, registry=registry)
                 elapsed = time.perf_counter() - start
@@ -225,23 +217,27 @@ def main() -> None:
                     verify_times.append(elapsed)
                 if name == "face crop 30% -> 200 px":
                     small_times.append(elapsed)
+                # read from the verdict's evidence: the decoded payload, and the fingerprint distances reported
+                # for this image (strong: within a threshold; a weak "resembles" line: proposed, unconfirmed)
+                exact += any(
+                    e.detail.startswith(f"tile-v2 watermark decoded: payload {disclosure.payload:016x}")
+                    for e in verdict.evidence
+                )
+                fingerprint_hits += any(
+                    e.source == "fingerprint"
+                    and (e.strength == "strong" or f"; {disclosure.manifest_label} resembles" in e.detail)
+                    for e in verdict.evidence
+                )
                 labelled += (
                     verdict.label == "ai_soft_binding"
                     and verdict.recovered_manifest["label"] == disclosure.manifest_label
                 )
-            count = len(agreements)
             worst = min(worst, (labelled / count, name))
-            recovery.add_row(
-                name,
-                f"{exact / count:.0%}",
-                f"{statistics.mean(agreements):.3f} ({min(agreements):.3f})",
-                f"{fingerprint_hits / count:.0%}",
-                f"{labelled / count:.0%}",
-            )
+            recovery.add_row(name, f"{exact / count:.0%}", f"{fingerprint_hits / count:.0%}", f"{labelled / count:.0%}")
         console.print(recovery)
         console.print(f"weakest transform: {worst[1]}, {worst[0]:.0%} ai_soft_binding (target >= 95%)")
 
-        _false_labels(console, registry, trust, outputs, undisclosed)
+        _false_labels(console, registry, outputs, undisclosed)
 
         psnr, ssim = zip(*quality, strict=True)
         console.print(
@@ -261,24 +257,17 @@ def main() -> None:
     print_false_match_arithmetic(console)
 
 
-def _proposed(query, registered) -> bool:
-    frame = min(hash_distance(query.frame[0], variant) for variant in registered.frame)
-    face = hash_distance(query.face, registered.face) if query.face is not None and registered.face is not None else 99
-    pdq = min(pdq_distance(variant, registered.pdq[0]) for variant in query.pdq) if registered.pdq else 999
-    return frame <= FRAME_THRESHOLD or face <= FACE_THRESHOLD or pdq <= PDQ_THRESHOLD
-
-
 def _ms(seconds: list[float]) -> str:
     return f"{statistics.median(seconds) * 1000:.0f}"
 
 
-def _false_labels(console: Console, registry, trust, outputs, undisclosed: list[Path]) -> None:
+def _false_labels(console: Console, registry, outputs, undisclosed: list[Path]) -> None:
     """Every transform applied to photos that were never disclosed: none may come out labelled AI."""
     table = Table(title="Undisclosed photos under every transform: false labels and margins")
     for column in (
         "set",
         "copies",
-        "false ai_*",
+        "false ai_soft_binding",
         "max sync z (v2 / v1)",
         "closest frame",
         "closest face",
@@ -308,17 +297,20 @@ def _false_labels(console: Console, registry, trust, outputs, undisclosed: list[
                 copy = transform(image)
                 copy_image = Image.open(io.BytesIO(copy))
                 copies += 1
+                query = fingerprint_for_query(copy_image)
+                readings = {}
                 for marker in markers:
-                    reading = marker.read(copy_image)
+                    reading = readings[marker.name] = marker.read(copy_image)
                     z_scores[marker.name].append(reading.confidence)
                     agreements.append(max(reading.agreement_with(word) for word in codewords[marker.name]))
-                query = fingerprint_for_query(copy_image)
                 for fingerprints in registered:
                     frames.append(min(hash_distance(query.frame[0], variant) for variant in fingerprints.frame))
                     if query.face is not None and fingerprints.face is not None:
                         faces.append(hash_distance(query.face, fingerprints.face))
                     pdqs.append(min(pdq_distance(variant, fingerprints.pdq[0]) for variant in query.pdq))
-                false += verify_image(copy, trust, registry=registry).label.startswith("ai_")
+                # the decision verify makes for a copy without credentials or metadata, on the same readings
+                result = find_disclosure(copy_image, registry, query=query, readings=readings)
+                false += result.entry is not None
         table.add_row(
             label,
             str(copies),

@@ -36,12 +36,22 @@ class SoftBindingResult:
     findings: list[Evidence]
 
 
-def find_disclosure(image: Image.Image, registry: SoftBindingRegistry) -> SoftBindingResult:
-    query = fingerprint_for_query(image)
+def find_disclosure(
+    image: Image.Image,
+    registry: SoftBindingRegistry,
+    *,
+    query: Fingerprints | None = None,
+    readings: dict[str, WatermarkReading] | None = None,
+) -> SoftBindingResult:
+    """Decide whether `image` is a copy of a registered disclosure. `query` and `readings` (by algorithm name),
+    when a caller already has them, save computing them again (bench/robustness.py measures margins on them)."""
+    query = query if query is not None else fingerprint_for_query(image)
     findings: list[Evidence] = []
-    readings: dict[str, WatermarkReading] = {}
+    readings = dict(readings or {})
     for marker in known_watermarkers():
-        reading = readings[marker.name] = marker.read(image)
+        if marker.name not in readings:
+            readings[marker.name] = marker.read(image)
+        reading = readings[marker.name]
         if reading.payload is None:
             continue
         entry = registry.find_payload(reading.payload)

@@ -13,11 +13,12 @@ from importlib.metadata import version
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
-from provenance import fingerprint, watermark
+from provenance import fingerprint
 from provenance.credentials import CredentialsError, SigningIdentity
 from provenance.fingerprint import Fingerprints, fingerprint_for_registry
 from provenance.images import MIME_TYPES, ImageInputError, ImageLimits, decode_image
 from provenance.registry import RegistryEntry, SoftBindingRegistry
+from provenance.watermarking import DEFAULT_WATERMARKER, Watermarker, watermarker
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 PLUS_DATA_MINING_PROHIBITED = "http://ns.useplus.org/ldf/vocab/DMI-PROHIBITED"
@@ -27,6 +28,18 @@ TRAINING_MINING_FORBIDDEN = {
     "c2pa.data_mining": {"use": "notAllowed"},
 }
 _HEX = re.compile(r"^[0-9a-fA-F]{8,128}$")
+# The EXIF a disclosed image keeps: nothing that describes a camera, a capture time or a place.
+NEUTRAL_EXIF = frozenset(
+    {
+        "Exif.Image.ImageDescription",
+        "Exif.Image.Artist",
+        "Exif.Image.Copyright",
+        "Exif.Image.XResolution",
+        "Exif.Image.YResolution",
+        "Exif.Image.ResolutionUnit",
+    }
+)
+CAPTURE_XMP = ("Xmp.exif.", "Xmp.exifEX.", "Xmp.aux.", "Xmp.tiff.", "Xmp.photoshop.DateCreated", "Xmp.xmp.CreateDate")
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,7 @@ class Disclosure:
     payload: int
     watermarked: bool
     fingerprints: Fingerprints
+    algorithm: str  # the watermark algorithm's name (provenance/watermarking.py)
 
 
 def software_agent(generator: str | None) -> str:
@@ -68,6 +82,7 @@ def disclose_image(
     generator: str | None = None,
     model_hashes: Mapping[str, str] | None = None,
     limits: ImageLimits = ImageLimits(),
+    watermark_algorithm: str = DEFAULT_WATERMARKER,
 ) -> Disclosure:
     """Watermark, fingerprint, sign and register an AI-generated image (JPEG, PNG or WebP).
 
@@ -75,7 +90,8 @@ def disclose_image(
     (with both soft bindings declared); the registry records its payload, fingerprints and manifest so
     that a stripped copy is recognised. Reference photos become `inputTo` ingredients carrying only the
     SHA-256 of their original bytes (`reference_hashes`, hex) and a neutral title: no file name, no
-    thumbnail, no pixels.
+    thumbnail, no pixels. The output keeps no camera capture data of its source (EXIF/XMP make, model,
+    lens, capture dates, GPS, camera settings); its ICC profile stays.
     """
     import c2pa
 
@@ -83,13 +99,14 @@ def disclose_image(
     if getattr(image, "is_animated", False):
         raise ImageInputError("animated images cannot be disclosed; export a single frame", "unsupported")
     mime_type = MIME_TYPES[image.format]
-    payload = _new_payload(registry)
-    pixels_file, watermarked = _watermarked(image, data, payload)
+    marker = watermarker(watermark_algorithm)
+    payload = _new_payload(registry, marker)
+    pixels_file, watermarked = _watermarked(image, data, payload, marker)
     fingerprints = fingerprint_for_registry(decode_image(pixels_file, limits))
     agent = software_agent(generator)
 
     builder = c2pa.Builder(
-        _manifest(agent, model_hashes, payload, watermarked, fingerprints), context=_signing_context()
+        _manifest(agent, model_hashes, payload, watermarked, fingerprints, marker), context=_signing_context()
     )
     for number, digest in enumerate(reference_hashes, start=1):
         ingredient = {"title": f"reference photo {number}", "relationship": "inputTo", "metadata": {"sha256": digest}}
@@ -118,6 +135,7 @@ def disclose_image(
             mime_type=mime_type,
             manifest=manifest,
             watermarked=watermarked,
+            algorithm=marker.name,
         )
     )
     return Disclosure(
@@ -129,11 +147,17 @@ def disclose_image(
         payload=payload,
         watermarked=watermarked,
         fingerprints=fingerprints,
+        algorithm=marker.name,
     )
 
 
 def _manifest(
-    agent: str, model_hashes: Mapping[str, str] | None, payload: int, watermarked: bool, fingerprints: Fingerprints
+    agent: str,
+    model_hashes: Mapping[str, str] | None,
+    payload: int,
+    watermarked: bool,
+    fingerprints: Fingerprints,
+    marker: Watermarker,
 ) -> dict:
     created = {
         "action": "c2pa.created",
@@ -146,10 +170,11 @@ def _manifest(
     hashes = [*fingerprints.frame, fingerprints.face or 0]
     soft_bindings = [
         _soft_binding(fingerprint.ALGORITHM, b"".join(value.to_bytes(8, "big") for value in hashes)),
+        *(_soft_binding(fingerprint.PDQ_ALGORITHM, value) for value in fingerprints.pdq),
     ]
     if watermarked:
         actions.append({"action": "c2pa.watermarked", "softwareAgent": {"name": agent}})
-        soft_bindings.insert(0, _soft_binding(watermark.ALGORITHM, payload.to_bytes(8, "big")))
+        soft_bindings.insert(0, _soft_binding(marker.algorithm, payload.to_bytes(marker.payload_bits // 8, "big")))
     return {
         "claim_generator_info": [{"name": "headshot", "version": version("headshot")}],
         "assertions": [
@@ -167,26 +192,27 @@ def _soft_binding(algorithm: str, value: bytes) -> dict:
     }
 
 
-def _new_payload(registry: SoftBindingRegistry) -> int:
-    while registry.find_payload(payload := secrets.randbits(watermark.PAYLOAD_BITS)) is not None:
+def _new_payload(registry: SoftBindingRegistry, marker: Watermarker) -> int:
+    while registry.find_payload(payload := secrets.randbits(marker.payload_bits)) is not None:
         continue
     return payload
 
 
-def _watermarked(image: Image.Image, data: bytes, payload: int) -> tuple[bytes, bool]:
+def _watermarked(image: Image.Image, data: bytes, payload: int, marker: Watermarker) -> tuple[bytes, bool]:
     """The file re-encoded with the watermark in its pixels, in its own format and quality.
 
     Orientation is applied to the pixels (so a viewer's rotated copy still carries an upright mark);
-    alpha, grey levels, ICC profile, EXIF and PNG text survive; 16-bit images become 8-bit. Images
-    smaller than watermark.MIN_SIDE are returned unchanged (too small to carry the pattern).
+    alpha, grey levels, ICC profile and PNG text survive; EXIF keeps only what does not describe a capture
+    (_with_xmp removes the rest); 16-bit images become 8-bit. Images with a side under the algorithm's
+    min_side are returned unchanged (too small to carry the pattern).
     """
-    if min(image.size) < watermark.MIN_SIDE:
+    if min(image.size) < marker.min_side:
         return data, False
     upright = ImageOps.exif_transpose(image)
     has_alpha = "A" in upright.getbands() or "transparency" in upright.info
     grey = upright.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
     base = _eight_bit(upright)
-    marked = watermark.embed_watermark(base.convert("RGB"), payload)
+    marked = marker.embed(base.convert("RGB"), payload)
     if grey:
         marked = marked.convert("L")
     if has_alpha:
@@ -235,11 +261,26 @@ def _jpeg_subsampling(image: Image.Image) -> int:
 
 
 def _with_xmp(data: bytes, agent: str) -> bytes:
-    """Add the IPTC digital source type and a PLUS data-mining prohibition to the file's XMP."""
+    """Add the IPTC digital source type and a PLUS data-mining prohibition to the file's XMP, and remove
+    what describes a camera capture: a generated image must not claim "Canon EOS 5D Mark IV" next to "AI
+    generated". EXIF keeps only NEUTRAL_EXIF (a description, rights, resolution); XMP loses its exif, tiff,
+    aux (lens, serial number) namespaces and its creation dates. The ICC profile stays."""
     import pyexiv2
 
     try:
         with pyexiv2.ImageData(data) as metadata:
+            try:
+                exif = metadata.read_exif()
+            except (RuntimeError, UnicodeDecodeError):  # unreadable EXIF cannot be sorted: none of it stays
+                exif = {"unreadable": ""}
+            kept = {key: value for key, value in exif.items() if key in NEUTRAL_EXIF}
+            if len(kept) < len(exif):
+                metadata.clear_exif()
+                if kept:
+                    metadata.modify_exif(kept)
+            capture = {key: None for key in metadata.read_xmp() if key.startswith(CAPTURE_XMP)}
+            if capture:
+                metadata.modify_xmp(capture)
             metadata.modify_xmp(
                 {
                     "Xmp.iptcExt.DigitalSourceType": TRAINED_ALGORITHMIC_MEDIA,

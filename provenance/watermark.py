@@ -17,12 +17,14 @@ The pattern key is public (this is open source): anyone can detect the mark, and
 It marks disclosures so they can be recovered, it is not a secret.
 """
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from provenance.payload_code import coded_length, decode_payload, encode_payload
+from provenance.watermarking import WatermarkReading
 
 ALGORITHM = "io.github.headshot.watermark.tile-v1"
 PAYLOAD_BITS = 64
@@ -34,10 +36,7 @@ _CHIPS = 32
 _TILES_PER_SIDE = 4
 _DECODE_TILE = 128
 _DECODE_CHIP = _DECODE_TILE // _CHIPS
-_CRC_BITS = 16
-_K = 7
-_GENERATORS = (0o171, 0o133)
-_CODED_BITS = 2 * (PAYLOAD_BITS + _CRC_BITS + _K - 1)
+_CODED_BITS = coded_length(PAYLOAD_BITS)
 _SYNC_WEIGHT = 0.45
 _STRENGTH = 2.6
 _MASK_FLOOR, _MASK_CEIL, _MASK_EXPONENT = 0.35, 2.5, 0.5
@@ -48,26 +47,9 @@ _WHITEN_EPS = 0.05
 _RIDGE = 0.2
 
 
-@dataclass(frozen=True)
-class WatermarkReading:
-    """What the decoder found. `payload` is set only when the CRC matched and z reached the threshold."""
-
-    payload: int | None
-    z_score: float
-    crc_ok: bool
-    coded_bits: np.ndarray | None  # the received hard decisions on the coded bits, at the best alignment
-
-    def agreement_with(self, payload: int) -> float:
-        """Share of received coded bits that agree with `payload`'s codeword (0.5 for an unrelated one)."""
-        if self.coded_bits is None:
-            return 0.5
-        return float(np.mean(self.coded_bits == codeword(payload)))
-
-
 def codeword(payload: int) -> np.ndarray:
     """The coded bits (payload + CRC-16, convolutionally coded) that carry `payload`."""
-    bits = np.unpackbits(np.frombuffer(payload.to_bytes(PAYLOAD_BITS // 8, "big"), np.uint8))
-    return _convolve(np.concatenate([bits, _crc16(bits)]))
+    return encode_payload(payload, PAYLOAD_BITS)
 
 
 def embed_watermark(image: Image.Image, payload: int) -> Image.Image:
@@ -105,11 +87,11 @@ def read_watermark(image: Image.Image) -> WatermarkReading:
     cv2.setNumThreads(1)
     luma = _luma(np.asarray(_working_copy(image.convert("RGB")), dtype=np.float32))
     if min(luma.shape) < MIN_SIDE // 2:
-        return WatermarkReading(None, 0.0, False, None)
+        return WatermarkReading(None, 0.0, None, 0)
     long_side = max(luma.shape)
     # measured periods first, then the periods of an uncropped and of a 90% crop of the original
     periods = [*_estimate_periods(luma), long_side / _TILES_PER_SIDE, long_side / _TILES_PER_SIDE / 0.9]
-    best: WatermarkReading | None = None
+    best: tuple[bool, float, np.ndarray, int | None] | None = None
     tried: list[float] = []
     for period in periods:
         if any(abs(period - earlier) / earlier < 0.003 for earlier in tried):
@@ -120,24 +102,18 @@ def read_watermark(image: Image.Image) -> WatermarkReading:
             key=lambda result: result[0],
         )
         soft = _soft_bits(chips)
-        info = _viterbi(soft)
-        payload_bits, crc = info[:PAYLOAD_BITS], info[PAYLOAD_BITS:]
-        crc_ok = bool(np.array_equal(_crc16(payload_bits), crc))
-        accepted = crc_ok and z_score >= Z_THRESHOLD
-        reading = WatermarkReading(
-            payload=int.from_bytes(np.packbits(payload_bits).tobytes(), "big") if accepted else None,
-            z_score=z_score,
-            crc_ok=crc_ok,
-            coded_bits=(soft < 0).astype(np.uint8),
-        )
-        if best is None or (accepted, z_score) > (best.payload is not None, best.z_score):
-            best = reading
+        decoded = decode_payload(soft, PAYLOAD_BITS)
+        payload = decoded if decoded is not None and z_score >= Z_THRESHOLD else None
+        accepted = payload is not None
+        if best is None or (accepted, z_score) > best[:2]:
+            best = (accepted, z_score, soft, payload)
         if accepted:
             break
-    return best
+    _, z_score, soft, payload = best
+    return WatermarkReading(payload=payload, confidence=z_score, soft_bits=soft, hypotheses=len(tried))
 
 
-# -- patterns and coding ---------------------------------------------------------------------------
+# -- patterns ---------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=1)
@@ -154,59 +130,6 @@ def _chip_grid(payload: int) -> np.ndarray:
     code = codeword(payload)
     symbols = 1.0 - 2.0 * code[assignment].astype(np.float32)
     return _SYNC_WEIGHT * sync + (1 - _SYNC_WEIGHT) * spreading * symbols
-
-
-def _crc16(bits: np.ndarray) -> np.ndarray:
-    register = 0xFFFF
-    for bit in bits:
-        top = ((register >> 15) & 1) ^ int(bit)
-        register = (register << 1) & 0xFFFF
-        if top:
-            register ^= 0x1021
-    return np.array([(register >> (15 - i)) & 1 for i in range(_CRC_BITS)], dtype=np.uint8)
-
-
-def _convolve(bits: np.ndarray) -> np.ndarray:
-    state, out = 0, []
-    for bit in np.concatenate([bits, np.zeros(_K - 1, np.uint8)]):
-        state = ((state << 1) | int(bit)) & ((1 << _K) - 1)
-        out.extend(bin(state & generator).count("1") & 1 for generator in _GENERATORS)
-    return np.array(out, dtype=np.uint8)
-
-
-@lru_cache(maxsize=1)
-def _trellis() -> tuple[np.ndarray, np.ndarray]:
-    states = 1 << (_K - 1)
-    previous = np.zeros((states, 2), np.int64)
-    outputs = np.zeros((states, 2, 2), np.float32)  # expected +-1 symbols
-    for state in range(states):
-        bit = state & 1
-        for branch in range(2):
-            before = (state >> 1) | (branch << (_K - 2))
-            previous[state, branch] = before
-            register = ((before << 1) | bit) & ((1 << _K) - 1)
-            for j, generator in enumerate(_GENERATORS):
-                outputs[state, branch, j] = 1.0 - 2.0 * (bin(register & generator).count("1") & 1)
-    return previous, outputs
-
-
-def _viterbi(soft: np.ndarray) -> np.ndarray:
-    """Soft-decision Viterbi decoding; soft[i] > 0 means coded bit i is more likely 0."""
-    previous, outputs = _trellis()
-    states, steps = 1 << (_K - 1), len(soft) // 2
-    metric = np.full(states, -1e18)
-    metric[0] = 0.0
-    choices = np.zeros((steps, states), np.int8)
-    for step in range(steps):
-        received = soft[2 * step : 2 * step + 2]
-        candidates = metric[previous] + outputs[..., 0] * received[0] + outputs[..., 1] * received[1]
-        choices[step] = np.argmax(candidates, axis=1)
-        metric = candidates[np.arange(states), choices[step]]
-    state, bits = 0, np.zeros(steps, np.uint8)  # the code is zero-terminated
-    for step in range(steps - 1, -1, -1):
-        bits[step] = state & 1
-        state = previous[state, choices[step, state]]
-    return bits[: steps - (_K - 1)]
 
 
 # -- signal processing -----------------------------------------------------------------------------

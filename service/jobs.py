@@ -235,8 +235,8 @@ class LeasedRegistry:
     def find_payload(self, payload: int):
         return self.registry.find_payload(payload)
 
-    def candidates(self, query, frame_threshold: int, face_threshold: int):
-        return self.registry.candidates(query, frame_threshold, face_threshold)
+    def candidates(self, query, frame_threshold: int, face_threshold: int, pdq_threshold: int = -1):
+        return self.registry.candidates(query, frame_threshold, face_threshold, pdq_threshold)
 
     def count(self) -> int:
         return self.registry.count()

@@ -11,7 +11,7 @@ from sqlalchemy import BigInteger, Column, Integer, LargeBinary, Text, cast, fun
 from sqlmodel import Field, Session, SQLModel, select
 
 from provenance.fingerprint import FRAME_VARIANTS, Fingerprints
-from provenance.registry import Candidate, FingerprintIndex, RegistryEntry
+from provenance.registry import Candidate, FingerprintIndex, RegistryEntry, pdq_words
 
 _VARIANTS = len(FRAME_VARIANTS)
 
@@ -24,9 +24,11 @@ class RegisteredImage(SQLModel, table=True):
     manifest_label: str = Field(index=True)
     frame_hashes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # 7 x 8 bytes, big-endian
     face_hash: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    pdq_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))  # 32 bytes
     signed_sha256: str = Field(index=True)
     mime_type: str
     watermarked: bool
+    algorithm: str  # the watermark algorithm that marked it: "tile-v2", "tile-v1" (provenance/watermarking.py)
     manifest_json: str = Field(sa_column=Column(Text, nullable=False))
     created_at: dt.datetime
     job_id: str | None = Field(default=None, index=True)  # the job that disclosed it, if a service job did
@@ -58,9 +60,11 @@ class DatabaseRegistry:
             manifest_label=entry.manifest_label,
             frame_hashes=b"".join(value.to_bytes(8, "big") for value in entry.fingerprints.frame),
             face_hash=None if entry.fingerprints.face is None else _signed(entry.fingerprints.face),
+            pdq_hash=entry.fingerprints.pdq[0] if entry.fingerprints.pdq else None,
             signed_sha256=entry.signed_sha256,
             mime_type=entry.mime_type,
             watermarked=entry.watermarked,
+            algorithm=entry.algorithm,
             manifest_json=json.dumps(entry.manifest),
             created_at=entry.created_at,
             job_id=job_id,
@@ -77,17 +81,21 @@ class DatabaseRegistry:
             row = session.exec(select(RegisteredImage).where(RegisteredImage.payload == _signed(payload))).first()
         return _entry(row) if row else None
 
-    def candidates(self, query: Fingerprints, frame_threshold: int, face_threshold: int) -> list[Candidate]:
+    def candidates(
+        self, query: Fingerprints, frame_threshold: int, face_threshold: int, pdq_threshold: int = -1
+    ) -> list[Candidate]:
         if time.monotonic() - self._refreshed_at >= self.max_staleness:
             self._refresh()
-        hits = self._index.search(query, frame_threshold, face_threshold)
+        hits = self._index.search(query, frame_threshold, face_threshold, pdq_threshold)
         if not hits:
             return []
         with Session(self.engine) as session:
-            keys = [_signed(payload) for payload, _, _ in hits]
+            keys = [_signed(payload) for payload, *_ in hits]
             rows = session.exec(select(RegisteredImage).where(RegisteredImage.payload.in_(keys))).all()
         entries = {_unsigned(row.payload): _entry(row) for row in rows}
-        return [Candidate(entries[payload], frame, face) for payload, frame, face in hits if payload in entries]
+        return [
+            Candidate(entries[payload], frame, face, pdq) for payload, frame, face, pdq in hits if payload in entries
+        ]
 
     def forget_job(self, job_id: str, keep: Iterable[str] = ()) -> None:
         """Remove what a job registered, except the manifests in `keep` (delivered headshots). Their
@@ -141,18 +149,25 @@ class DatabaseRegistry:
 
     def _refresh(self, batch: int = 100_000) -> None:
         """Append rows that other processes (or this one) added since the last refresh, in batches."""
-        columns = (RegisteredImage.id, RegisteredImage.payload, RegisteredImage.frame_hashes, RegisteredImage.face_hash)
+        columns = (
+            RegisteredImage.id,
+            RegisteredImage.payload,
+            RegisteredImage.frame_hashes,
+            RegisteredImage.face_hash,
+            RegisteredImage.pdq_hash,
+        )
         with self._lock, Session(self.engine) as session:
             self._refreshed_at = time.monotonic()
             while rows := session.exec(
                 select(*columns).where(RegisteredImage.id > self._last_id).order_by(RegisteredImage.id).limit(batch)
             ).all():
-                ids, payloads, frames, faces = zip(*rows, strict=True)
+                ids, payloads, frames, faces, pdq = zip(*rows, strict=True)
                 self._index.extend_arrays(
                     np.array([_unsigned(payload) for payload in payloads], dtype=np.uint64),
                     np.frombuffer(b"".join(frames), dtype=">u8").reshape(len(rows), _VARIANTS).T,
                     np.array([_unsigned(face) if face is not None else 0 for face in faces], dtype=np.uint64),
                     np.array([face is not None for face in faces]),
+                    pdq_words(list(pdq)),
                 )
                 self._last_id = ids[-1]
 
@@ -162,11 +177,16 @@ def _entry(row: RegisteredImage) -> RegistryEntry:
     return RegistryEntry(
         payload=_unsigned(row.payload),
         manifest_label=row.manifest_label,
-        fingerprints=Fingerprints(frame=frame, face=None if row.face_hash is None else _unsigned(row.face_hash)),
+        fingerprints=Fingerprints(
+            frame=frame,
+            face=None if row.face_hash is None else _unsigned(row.face_hash),
+            pdq=(row.pdq_hash,) if row.pdq_hash else (),
+        ),
         signed_sha256=row.signed_sha256,
         mime_type=row.mime_type,
         manifest=json.loads(row.manifest_json),
         watermarked=row.watermarked,
+        algorithm=row.algorithm,
         created_at=row.created_at,
     )
 

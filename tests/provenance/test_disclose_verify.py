@@ -256,3 +256,47 @@ def test_every_label_has_its_plain_language_sentence():
     labels = typing.get_args(Label)
     assert len(labels) == 8 and list(PLAIN_LANGUAGE) == list(labels)
     assert all(sentence.strip().endswith(".") for sentence in PLAIN_LANGUAGE.values())
+
+
+def _camera_photo(image_format: str, size: int) -> tuple[bytes, bytes]:
+    """A real face photo as a camera writes it: make, model, lens, capture time, GPS, an ICC profile, XMP copies."""
+    from PIL import ImageCms
+
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif[0x0110] = "Canon EOS 5D Mark IV"
+    exif[0x8298] = "(c) Ada Lovelace"
+    exif.get_ifd(0x8769).update({0x9003: "2024:05:06 07:08:09", 0xA434: "EF24-70mm f/2.8L II USM"})
+    exif.get_ifd(0x8825).update({1: "N", 2: (51.0, 30.0, 12.0)})
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:exif="http://ns.adobe.com/exif/1.0/" '
+        b'tiff:Make="Canon" tiff:Model="Canon EOS 5D Mark IV" exif:DateTimeOriginal="2024-05-06T07:08:09"/>'
+        b"</rdf:RDF></x:xmpmeta>"
+    )
+    options = {"exif": exif, "icc_profile": icc, "xmp": xmp}
+    return encode(face_image("img7.jpg", size), image_format, quality=92, **options), icc
+
+
+@pytest.mark.parametrize(("image_format", "size"), [("JPEG", 512), ("PNG", 512), ("JPEG", 96)])
+def test_disclosure_keeps_no_camera_capture_data(image_format, size, store, registry):
+    """A generated image must not say "Canon EOS 5D Mark IV" next to "AI generated" (96 px: not watermarked,
+    its bytes are otherwise kept, and still lose the capture data)."""
+    import pyexiv2
+
+    source, icc = _camera_photo(image_format, size)
+    with pyexiv2.ImageData(source) as metadata:
+        assert metadata.read_exif()["Exif.Image.Model"] == "Canon EOS 5D Mark IV"  # the source says it
+    disclosure = disclose_image(source, store.signing_identity(), registry)
+    with pyexiv2.ImageData(disclosure.data) as metadata:
+        exif, xmp = metadata.read_exif(), metadata.read_xmp()
+    captured = ("Make", "Model", "DateTimeOriginal", "LensModel", "GPS")
+    assert not [key for key in exif if any(word in key for word in captured)], exif
+    assert exif.get("Exif.Image.Copyright") == "(c) Ada Lovelace"  # rights information stays
+    assert not [key for key in xmp if key.startswith(("Xmp.tiff.", "Xmp.exif."))], xmp
+    assert xmp["Xmp.iptcExt.DigitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA
+    assert Image.open(io.BytesIO(disclosure.data)).info.get("icc_profile") == icc
+    verdict = verify_image(disclosure.data, store.trust_anchors(), registry=registry)
+    assert verdict.label == "ai_verified"
+    assert "Canon" not in json.dumps(verdict.metadata)

@@ -152,7 +152,8 @@ def _manifest(
     return {
         "claim_generator_info": [{"name": "headshot", "version": version("headshot")}],
         "assertions": [
-            {"label": "c2pa.actions.v2", "data": {"actions": actions}},
+            # allActionsIncluded: the list is complete, so the Asset Rubrics signals read it as unambiguous
+            {"label": "c2pa.actions.v2", "data": {"actions": actions, "allActionsIncluded": True}},
             {"label": "c2pa.training-mining", "data": {"entries": TRAINING_MINING_FORBIDDEN}},
             *soft_bindings,
         ],

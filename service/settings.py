@@ -44,7 +44,12 @@ class Settings(BaseSettings):
     signer_organization: str = Field("headshot", description="Organisation named in the local CA and signer.")
     certificate_lifetime_days: int = Field(90, ge=1, description="Lifetime of locally issued signing certificates.")
     timestamp_url: str | None = Field(None, description="RFC 3161 timestamp authority; signing fails if unreachable.")
-    trust_anchors: Path | None = Field(None, description="PEM file of extra trust anchors (e.g. the C2PA trust list).")
+    trust_anchors: Path | None = Field(None, description="PEM file of extra trust anchors (source `user`).")
+    c2pa_trust_list: bool = Field(
+        True,
+        description="Trust the official C2PA trust list and time-stamping authorities (shipped with headshot; "
+        "`headshot trust update FILE` installs a newer list).",
+    )
     signing_callback: str | None = Field(
         None, description="'module:function' that signs bytes with a key held in a KMS/HSM."
     )
@@ -222,6 +227,15 @@ class Settings(BaseSettings):
 
         return RemoteManifestFetcher.for_hosts(self.remote_manifest_hosts)
 
+    @property
+    def trust_lists_dir(self) -> Path:
+        """Where `headshot trust update` keeps a newer C2PA trust list than the one shipped."""
+        return self.resolved_credentials_dir / "trust-lists"
+
     def trust(self) -> TrustAnchors:
-        """The local root (once created) plus the operator's extra anchors; read anew on each call."""
-        return self.credentials.trust_anchors(extra=self.trust_anchors)
+        """The C2PA trust list (unless switched off), the local root (once created) and the operator's extra
+        anchors; read anew on each call."""
+        from provenance.trust import official_trust_list
+
+        anchors = official_trust_list(self.trust_lists_dir) if self.c2pa_trust_list else TrustAnchors()
+        return anchors + self.credentials.trust_anchors(extra=self.trust_anchors)

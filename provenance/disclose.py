@@ -254,7 +254,11 @@ def _with_xmp(data: bytes, agent: str) -> bytes:
 
 @lru_cache(maxsize=1)
 def _signing_context():
-    """Thumbnails off: they would add ~200 KB and, for ingredients, pixels of private photos."""
+    """Thumbnails off: they would add ~200 KB and, for ingredients, pixels of private photos. Our own
+    assertions are created (attested by headshot as the claim generator), not gathered: actions in a gathered
+    assertion read as ambiguous in the C2PA Asset Rubrics."""
     import c2pa
 
-    return c2pa.Context(c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
+    created = ["c2pa.actions", "c2pa.training-mining", "c2pa.soft-binding"]
+    builder = {"thumbnail": {"enabled": False}, "created_assertion_labels": created}
+    return c2pa.Context(c2pa.Settings.from_dict({"builder": builder}))

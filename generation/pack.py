@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from generation.generator import LoraGenerator
 from generation.permissions import training_permission
 from generation.presets import StylePreset
-from generation.render import render
 from generation.training import (
     LikenessCheck,
     TrainingConfig,
@@ -23,8 +23,8 @@ from generation.training import (
     TrainingProgress,
     smoothed,
     train_identity_lora,
-    use_saved_lora,
 )
+from provenance.files import write_atomically
 
 
 class PackError(ValueError):
@@ -66,7 +66,7 @@ class Provenance:
 
 def accept_references(references: Sequence[ReferenceInput], provenance: Provenance, backend):
     """Check each photo's training permission, then scoring's reference checks. Returns (identity, decisions)."""
-    from provenance import ImageInputError
+    from provenance import ImageInputError, verify_image
     from provenance.images import decode_image
     from scoring.score import ScoringError, build_identity
 
@@ -74,7 +74,8 @@ def accept_references(references: Sequence[ReferenceInput], provenance: Provenan
     for reference in references:
         decision = {"name": reference.name, "sha256": reference.sha256}
         try:
-            permission = training_permission(reference.data, provenance.trust, reference.licence_note)
+            credentials = verify_image(reference.data, provenance.trust, provenance.limits).c2pa
+            permission = training_permission(credentials, reference.licence_note)
             image = decode_image(reference.data, provenance.limits)
         except ImageInputError as exc:
             decisions.append({**decision, "accepted": False, "reason": f"cannot be read: {exc}"})
@@ -136,7 +137,7 @@ class DisclosedImage:
 @dataclass(frozen=True)
 class RenderedPack:
     model: dict  # source, sha256, device, dtype
-    lora: dict  # file, sha256
+    lora: dict | None  # file, sha256 of the identity LoRA, when one was used
     images: list[DisclosedImage]
 
 
@@ -178,13 +179,13 @@ def make_pack(
             raise PackError(f"training stopped at step {training.steps_done}; run again to resume from the checkpoint")
     else:
         lora_dir = Path(trained_lora)
-    rendered = render_disclosed(
-        model, lora_dir, [reference.sha256 for reference, _ in accepted], settings, provenance, on_image
-    )
+    generator = LoraGenerator(model, lora_dir, settings.training.subject)
+    reference_hashes = [reference.sha256 for reference, _ in accepted]
+    rendered = render_disclosed(generator, reference_hashes, settings, provenance, on_image)
     images_dir = out_dir / "images"
     images_dir.mkdir(exist_ok=True)
     for image in rendered.images:
-        _write_atomically(images_dir / image.name, image.data)
+        write_atomically(images_dir / image.name, image.data)
     entries = score_disclosed(rendered.images, identity, backend, settings.top_k, provenance)
     report = pack_report(rendered, decisions, identity, training_record(lora_dir), entries)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
@@ -199,7 +200,7 @@ def model_record(model, decisions: list[dict]) -> dict:
 
 def training_record(lora_dir: Path) -> dict:
     """The training.json of a LoRA trained earlier (`headshot train`, or a train stage)."""
-    from generation.training import LORA_FILE
+    from generation.lora_files import LORA_FILE
 
     if not (Path(lora_dir) / LORA_FILE).exists():
         raise PackError(f"no {LORA_FILE} in {lora_dir}; train one with `headshot train --out {lora_dir}`")
@@ -218,40 +219,30 @@ def trained_subject(lora_dir: Path, default: str) -> str:
 
 
 def render_disclosed(
-    model,
-    lora_dir: Path,
+    generator,
     reference_hashes: Sequence[str],
     settings: PackSettings,
     provenance: Provenance,
     on_image: Callable[[int, int], None] | None = None,
+    references: Sequence = (),
 ) -> RenderedPack:
-    """Render `settings.count` images per style with the LoRA in `lora_dir` and disclose each one.
+    """Render `settings.count` images per style with `generator` (generation/generator.py) and disclose each one.
 
     Pixels never leave this function undisclosed: each image is watermarked, signed (reference photos as
-    ingredients, base model and LoRA hashes) and registered before it is returned.
+    ingredients, the hash of every model part used) and registered before it is returned.
     """
-    from generation.training import LORA_FILE, file_sha256
+    from generation.generator import RenderSettings
     from provenance import disclose_image
 
-    lora_path = Path(lora_dir) / LORA_FILE
-    if not lora_path.exists():
-        raise PackError(f"no {LORA_FILE} in {lora_dir}; train one with `headshot train --out {lora_dir}`")
-    lora = {"file": str(lora_path), "sha256": file_sha256(lora_path)}
-    use_saved_lora(model.pipeline, lora_dir)
-    rendered = render(
-        model.pipeline,
+    rendering = generator.render(
+        references,
         settings.styles,
-        trained_subject(lora_dir, settings.training.subject),
-        settings.count,
-        seed=settings.seed,
-        steps=settings.inference_steps,
-        size=settings.size,
+        RenderSettings(settings.count, settings.inference_steps, settings.size, settings.seed),
         progress=on_image,
     )
-    generator = f"Stable Diffusion XL ({model.source.name}) with an identity LoRA"
-    model_hashes = {"sdxl-base": model.sha256, "identity-lora": lora["sha256"]}
+    model_hashes = {part.role: part.sha256 for part in rendering.parts}
     images = []
-    for image in rendered:
+    for image in rendering.images:
         buffer = io.BytesIO()
         image.pixels.save(buffer, "PNG")
         disclosure = disclose_image(
@@ -259,7 +250,7 @@ def render_disclosed(
             provenance.signing_identity,
             provenance.registry,
             reference_hashes=reference_hashes,
-            generator=generator,
+            generator=rendering.description,
             model_hashes=model_hashes,
             limits=provenance.limits,
         )
@@ -275,7 +266,9 @@ def render_disclosed(
                 watermarked=disclosure.watermarked,
             )
         )
+    model = generator.model
     described = {"source": str(model.source), "sha256": model.sha256, "device": model.device, "dtype": model.dtype_name}
+    lora = next(({"file": p.source, "sha256": p.sha256} for p in rendering.parts if p.role == "identity-lora"), None)
     return RenderedPack(described, lora, images)
 
 
@@ -398,14 +391,3 @@ def _sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)

@@ -98,7 +98,7 @@ def disclose_image(
 
     signed = io.BytesIO()
     try:
-        builder.sign(identity.c2pa_signer(), mime_type, io.BytesIO(_with_xmp(pixels_file, agent)), signed)
+        store = builder.sign(identity.c2pa_signer(), mime_type, io.BytesIO(_with_xmp(pixels_file, agent)), signed)
     except c2pa.C2paError as exc:
         # c2pa reports a time-stamp request that failed as a signature error (its HTTP resolver's message inside)
         if identity.timestamp_url and isinstance(exc, c2pa.C2paError.Signature):
@@ -118,6 +118,7 @@ def disclose_image(
             mime_type=mime_type,
             manifest=manifest,
             watermarked=watermarked,
+            manifest_store=store,
         )
     )
     return Disclosure(

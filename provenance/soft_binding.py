@@ -43,9 +43,7 @@ def find_disclosure(image: Image.Image, registry: SoftBindingRegistry) -> SoftBi
             f"(threshold {Z_THRESHOLD:.0f}), {reading.agreement_with(reading.payload):.0%} of code bits agree"
         )
         if entry is not None:
-            findings.append(
-                Evidence("watermark", f"{detail}; registered as {entry.manifest_label}", "strong")
-            )
+            findings.append(Evidence("watermark", f"{detail}; registered as {entry.manifest_label}", "strong"))
             findings.append(_describe(_compare(query, entry)))
             return SoftBindingResult(entry, findings)
         findings.append(

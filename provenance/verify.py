@@ -12,6 +12,7 @@ from provenance.images import MIME_TYPES, ImageInputError, ImageLimits, decode_i
 from provenance.metadata import AI_SOURCE_TYPES, CAPTURE_SOURCE_TYPES, read_metadata, source_type_name
 from provenance.registry import SoftBindingRegistry
 from provenance.remote_manifests import RemoteManifestFetcher, RemoteManifestRefused, remote_manifest_url, where
+from provenance.resolution import RecoveredCredentials, recovered_credentials
 from provenance.signals import ManifestSignals, manifest_signals
 from provenance.trust import SOURCE_WORDS, TrustAnchors, TrustSource, judge_signature
 
@@ -74,6 +75,11 @@ class Verdict(BaseModel):
     recovered_manifest: dict | None = Field(
         None, description="For ai_soft_binding: the manifest the registered original carried."
     )
+    recovered_credentials: RecoveredCredentials | None = Field(
+        None,
+        description="For ai_soft_binding: the registered original's signed manifest store, validated here: who "
+        "disclosed it, when, with which generator, and where the signer's trust comes from.",
+    )
     signals: list[ManifestSignals] = Field(
         default_factory=list,
         description="C2PA Asset Rubrics 1.0 signals of each manifest (active first): inception and transformation "
@@ -121,13 +127,15 @@ def verify_image(
     credentials, c2pa_evidence, signals = _read_credentials(data, MIME_TYPES[image.format], trust, remote_manifests)
     metadata = read_metadata(image)
     evidence = c2pa_evidence + metadata.evidence
-    recovered = None
+    recovered = recovered_store = None
     if registry is not None and credentials.state in ("none", "invalid"):
         from provenance.soft_binding import find_disclosure
 
         result = find_disclosure(image, registry)
         evidence += result.findings
-        recovered = result.entry.manifest if result.entry else None
+        if result.entry:
+            recovered = result.entry.manifest
+            recovered_store = recovered_credentials(result.entry, trust)
     label = _decide_label(credentials, recovered is not None, metadata.declares_ai)
     return Verdict(
         file=name,
@@ -138,6 +146,7 @@ def verify_image(
         metadata=metadata.fields,
         evidence=evidence,
         recovered_manifest=recovered,
+        recovered_credentials=recovered_store,
         signals=signals,
     )
 

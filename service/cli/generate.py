@@ -180,7 +180,16 @@ def generate(
 
 
 def _run_pack(
-    reference, out, model, config, rendering: dict, training: dict, top, licensed, licence_note, trained_lora=None,
+    reference,
+    out,
+    model,
+    config,
+    rendering: dict,
+    training: dict,
+    top,
+    licensed,
+    licence_note,
+    trained_lora=None,
     export=None,
 ) -> None:
     from rich.progress import Progress

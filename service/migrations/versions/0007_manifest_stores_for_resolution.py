@@ -1,7 +1,7 @@
 """registered images keep their signed C2PA manifest store, served by the soft-binding resolution API
 
 Revision ID: 0007
-Revises: 0006
+Revises: 0006 (temporarily 0005, see down_revision)
 
 `GET /manifests/{manifestId}` answers with the manifest store a disclosure was signed with
 (`application/c2pa`). Images registered before this revision have none (NULL): they are still found by
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0006"
+down_revision = "0005"  # TEMPORARY: 0006 (issue 13) is not in main yet; the lead re-chains to "0006" at merge
 branch_labels = None
 depends_on = None
 

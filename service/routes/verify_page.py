@@ -8,6 +8,7 @@ server only, no inline script, images only from data: URLs.
 """
 
 import base64
+import datetime as dt
 import html
 import io
 from pathlib import Path
@@ -220,12 +221,19 @@ def _recovered(verdict: Verdict) -> str:
     signature = "valid" if recovered.signature_valid else "does not validate"
     rows = [
         ("Disclosed by", recovered.issuer or "unknown"),
-        ("Disclosed on", recovered.disclosed_at or "unknown"),
+        ("Disclosed on", _moment(recovered.disclosed_at)),
         ("Made with", recovered.generator or "not stated"),
         ("Signer", f"{recovered.signer or 'unknown'} (signature {signature}; trust: {trust})"),
         ("Credentials", recovered.manifest_id),
     ]
     return "<h3>The credentials of the original</h3>" + _definition_list(rows)
+
+
+def _moment(iso: str | None) -> str:
+    try:
+        return f"{dt.datetime.fromisoformat(iso).astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+    except (TypeError, ValueError):
+        return iso or "unknown"
 
 
 def _facts(verdict: Verdict) -> str:

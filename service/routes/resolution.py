@@ -115,7 +115,7 @@ async def by_content(
     return {"matches": [match.as_dict() for match in matches]}
 
 
-@router.post("/matches/byReference", status_code=501)
+@router.post("/matches/byReference", status_code=501, include_in_schema=False)
 def by_reference() -> None:
     """Not offered: this server fetches no URL. Upload the image to /matches/byContent."""
     raise HTTPException(501, "this server fetches no URL; send the image itself to /matches/byContent")

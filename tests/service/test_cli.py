@@ -58,6 +58,7 @@ def test_disclose_then_verify_json(run, tmp_path):
         "metadata",
         "evidence",
         "recovered_manifest",
+        "recovered_credentials",
         "signals",
     }
     assert first["recovered_manifest"] is None

@@ -22,7 +22,6 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from PIL import Image, ImageOps
 
 from provenance import ImageInputError, Verdict
-from provenance.images import decode_image
 from provenance.metadata import source_type_name
 from provenance.signals import SIGNAL_TEXT
 from provenance.trust import SOURCE_WORDS
@@ -165,7 +164,7 @@ def _answer(number: int, name: str, data: bytes | HTTPException, services) -> tu
         if isinstance(data, HTTPException):
             raise data
         verdict = verify_bytes(data, name, services)
-        return _result(number, verdict, _thumbnail(data, services.settings.image_limits)), None
+        return _result(number, verdict, _thumbnail(data)), None
     except HTTPException as exc:
         return _failure(number, name, exc.detail), exc.status_code
     except ImageInputError as exc:
@@ -178,14 +177,17 @@ def _public_page_enabled(request: Request) -> None:
         raise HTTPException(404, "the public verification page is switched off on this server")
 
 
-def _thumbnail(data: bytes, limits) -> str:
-    """A small JPEG of the upload, upright, as a data: URL (made in memory, never stored)."""
-    image = ImageOps.exif_transpose(decode_image(data, limits))
-    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
+def _thumbnail(data: bytes) -> str:
+    """A small JPEG of the upload, upright, as a data: URL (made in memory, never stored). Called after the
+    verdict, so the bytes passed the image checks; a JPEG is decoded at reduced size (draft mode)."""
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.draft("RGB", (2 * THUMBNAIL_SIDE, 2 * THUMBNAIL_SIDE))
+        image = ImageOps.exif_transpose(opened)
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
     if image.mode not in ("RGB", "L"):
-        background = Image.new("RGB", image.size, "white")
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
-        image = background
+        rgba = image.convert("RGBA")
+        image = Image.new("RGB", image.size, "white")
+        image.paste(rgba, mask=rgba.getchannel("A"))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()

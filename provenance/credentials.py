@@ -13,7 +13,6 @@ import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from cryptography import x509
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from provenance.files import write_atomically
+from provenance.trust import TrustAnchors
 
 C2PA_CLAIM_SIGNING = ObjectIdentifier("1.3.6.1.4.1.62558.2.1")
 DOCUMENT_SIGNING = ObjectIdentifier("1.3.6.1.5.5.7.3.36")
@@ -86,27 +86,6 @@ class SigningIdentity:
             self.timestamp_url.encode() if self.timestamp_url else None,
         )
         return c2pa.Signer.from_info(info)
-
-
-@dataclass(frozen=True)
-class TrustAnchors:
-    """Root certificates whose signers read as `trusted` (PEM, possibly empty)."""
-
-    pem: str = ""
-
-    def c2pa_context(self):
-        return _reader_context(self.pem)
-
-
-@lru_cache(maxsize=8)
-def _reader_context(pem: str):
-    import c2pa
-
-    # Never fetch a manifest a file only points to: provenance/remote_manifests.py says why.
-    settings = {"verify": {"verify_trust": True, "remote_manifest_fetch": False}}
-    if pem:
-        settings["trust"] = {"trust_anchors": pem}
-    return c2pa.Context(c2pa.Settings.from_dict(settings))
 
 
 class CredentialStore:
@@ -235,10 +214,11 @@ class CredentialStore:
         return infos
 
     def trust_anchors(self, extra: Path | None = None) -> TrustAnchors:
-        """This installation's root (if created) and the operator's extra anchors, as one PEM bundle."""
-        parts = []
+        """This installation's root (if created, source `installation`) and the operator's extra anchors
+        (source `user`). The official C2PA trust list is added by the caller (provenance/trust.py)."""
+        anchors = TrustAnchors()
         if self.root_cert_path.exists():
-            parts.append(self.root_cert_path.read_text())
+            anchors += TrustAnchors.from_pem(self.root_cert_path.read_bytes(), "installation")
         if extra is not None:
             try:
                 text = Path(extra).read_text()
@@ -247,8 +227,8 @@ class CredentialStore:
                 raise CredentialsError(f"cannot read the trust anchors file {extra}: {exc.strerror}") from None
             except ValueError:
                 raise CredentialsError(f"the trust anchors file {extra} holds no PEM certificate") from None
-            parts.append(text)
-        return TrustAnchors("\n".join(parts))
+            anchors += TrustAnchors.from_pem(text, "user")
+        return anchors
 
     # -- internals ---------------------------------------------------------------------------------
 

@@ -115,7 +115,7 @@ def disclose_image(
 
     signed = io.BytesIO()
     try:
-        builder.sign(identity.c2pa_signer(), mime_type, io.BytesIO(_with_xmp(pixels_file, agent)), signed)
+        store = builder.sign(identity.c2pa_signer(), mime_type, io.BytesIO(_with_xmp(pixels_file, agent)), signed)
     except c2pa.C2paError as exc:
         # c2pa reports a time-stamp request that failed as a signature error (its HTTP resolver's message inside)
         if identity.timestamp_url and isinstance(exc, c2pa.C2paError.Signature):
@@ -136,6 +136,7 @@ def disclose_image(
             manifest=manifest,
             watermarked=watermarked,
             algorithm=marker.name,
+            manifest_store=store,
         )
     )
     return Disclosure(
@@ -178,7 +179,8 @@ def _manifest(
     return {
         "claim_generator_info": [{"name": "headshot", "version": version("headshot")}],
         "assertions": [
-            {"label": "c2pa.actions.v2", "data": {"actions": actions}},
+            # allActionsIncluded: the list is complete, so the Asset Rubrics signals read it as unambiguous
+            {"label": "c2pa.actions.v2", "data": {"actions": actions, "allActionsIncluded": True}},
             {"label": "c2pa.training-mining", "data": {"entries": TRAINING_MINING_FORBIDDEN}},
             *soft_bindings,
         ],
@@ -295,7 +297,11 @@ def _with_xmp(data: bytes, agent: str) -> bytes:
 
 @lru_cache(maxsize=1)
 def _signing_context():
-    """Thumbnails off: they would add ~200 KB and, for ingredients, pixels of private photos."""
+    """Thumbnails off: they would add ~200 KB and, for ingredients, pixels of private photos. Our own
+    assertions are created (attested by headshot as the claim generator), not gathered: actions in a gathered
+    assertion read as ambiguous in the C2PA Asset Rubrics."""
     import c2pa
 
-    return c2pa.Context(c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
+    created = ["c2pa.actions", "c2pa.training-mining", "c2pa.soft-binding"]
+    builder = {"thumbnail": {"enabled": False}, "created_assertion_labels": created}
+    return c2pa.Context(c2pa.Settings.from_dict({"builder": builder}))

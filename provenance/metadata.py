@@ -64,9 +64,7 @@ def _read_xmp(image: Image.Image, report: MetadataReport) -> None:
     report.fields["xmp"] = xmp
     source_type = source_type_name(xmp.get("DigitalSourceType"))
     if source_type in AI_SOURCE_TYPES:
-        report.evidence.append(
-            Evidence("xmp", f"XMP declares the IPTC digital source type '{source_type}'", "strong")
-        )
+        report.evidence.append(Evidence("xmp", f"XMP declares the IPTC digital source type '{source_type}'", "strong"))
     tool = xmp.get("CreatorTool", "")
     if KNOWN_GENERATORS.search(tool):
         report.evidence.append(Evidence("xmp", f"XMP CreatorTool names an AI generator: {tool!r}", "weak"))

@@ -30,6 +30,7 @@ class RegistryEntry:
     watermarked: bool = True
     algorithm: str = DEFAULT_WATERMARKER  # the watermark algorithm that marked it (provenance/watermarking.py)
     created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    manifest_store: bytes | None = None  # the signed C2PA manifest store (application/c2pa), for resolution
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class SoftBindingRegistry(Protocol):
     def add(self, entry: RegistryEntry) -> None: ...
 
     def find_payload(self, payload: int) -> RegistryEntry | None: ...
+
+    def find_manifest(self, manifest_label: str) -> RegistryEntry | None: ...
 
     def candidates(
         self, query: Fingerprints, frame_threshold: int, face_threshold: int, pdq_threshold: int = -1
@@ -186,6 +189,9 @@ class InMemoryRegistry:
 
     def find_payload(self, payload: int) -> RegistryEntry | None:
         return self._entries.get(payload)
+
+    def find_manifest(self, manifest_label: str) -> RegistryEntry | None:
+        return next((entry for entry in self._entries.values() if entry.manifest_label == manifest_label), None)
 
     def candidates(
         self, query: Fingerprints, frame_threshold: int, face_threshold: int, pdq_threshold: int = -1

@@ -7,12 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from provenance.credentials import TrustAnchors
 from provenance.evidence import Evidence
 from provenance.images import MIME_TYPES, ImageInputError, ImageLimits, decode_image, read_file
 from provenance.metadata import AI_SOURCE_TYPES, CAPTURE_SOURCE_TYPES, read_metadata, source_type_name
 from provenance.registry import SoftBindingRegistry
 from provenance.remote_manifests import RemoteManifestFetcher, RemoteManifestRefused, remote_manifest_url, where
+from provenance.resolution import RecoveredCredentials, recovered_credentials
+from provenance.signals import ManifestSignals, manifest_signals
+from provenance.trust import SOURCE_WORDS, TrustAnchors, TrustSource, judge_signature
 
 Label = Literal[
     "ai_verified",
@@ -36,11 +38,6 @@ PLAIN_LANGUAGE: dict[Label, str] = {
     "no_provenance": "We found nothing either way. That does not mean the photo is real.",
 }
 CredentialsState = Literal["none", "trusted", "valid-untrusted", "invalid"]
-_STATES: dict[str, CredentialsState] = {
-    "Trusted": "trusted",
-    "Valid": "valid-untrusted",
-    "Invalid": "invalid",
-}
 _TRAINING_MINING_LABELS = ("c2pa.training-mining", "cawg.training-mining")
 _ACTIONS_LABELS = ("c2pa.actions", "c2pa.actions.v2")
 
@@ -60,6 +57,19 @@ class CredentialsReport(BaseModel):
     training_mining: dict | None = None
     ingredients: list[dict] = Field(default_factory=list)
     manifest_label: str | None = None
+    trust_source: TrustSource | None = Field(
+        None,
+        description="Where a trusted signer's trust comes from: c2pa-trust-list (the official C2PA trust list), "
+        "installation (this installation's own CA) or user (a certificate the operator added).",
+    )
+    unverified_reasons: list[str] = Field(
+        default_factory=list,
+        description="Why a valid signature's signer is not confirmed, e.g. 'certificate expired', "
+        "'not on the trust list'.",
+    )
+    unchanged_since_signing: bool | None = Field(
+        None, description="True when the image and its manifest match what was signed; None without credentials."
+    )
     remote_manifest_url: str | None = Field(
         None, description="Where the file says its Content Credentials are stored, when it refers to a remote manifest."
     )
@@ -75,6 +85,16 @@ class Verdict(BaseModel):
     evidence: list[Evidence]
     recovered_manifest: dict | None = Field(
         None, description="For ai_soft_binding: the manifest the registered original carried."
+    )
+    recovered_credentials: RecoveredCredentials | None = Field(
+        None,
+        description="For ai_soft_binding: the registered original's signed manifest store, validated here: who "
+        "disclosed it, when, with which generator, and where the signer's trust comes from.",
+    )
+    signals: list[ManifestSignals] = Field(
+        default_factory=list,
+        description="C2PA Asset Rubrics 1.0 signals of each manifest (active first): inception and transformation "
+        "signals as the rubric asset-rubric-signals-local.yml defines them.",
     )
 
 
@@ -115,16 +135,18 @@ def verify_image(
     Raises ImageInputError when the bytes are not a usable JPEG, PNG or WebP image.
     """
     image = decode_image(data, limits)
-    credentials, c2pa_evidence = _read_credentials(data, MIME_TYPES[image.format], trust, remote_manifests)
+    credentials, c2pa_evidence, signals = _read_credentials(data, MIME_TYPES[image.format], trust, remote_manifests)
     metadata = read_metadata(image)
     evidence = c2pa_evidence + metadata.evidence
-    recovered = None
+    recovered = recovered_store = None
     if registry is not None and credentials.state in ("none", "invalid"):
         from provenance.soft_binding import find_disclosure
 
         result = find_disclosure(image, registry)
         evidence += result.findings
-        recovered = result.entry.manifest if result.entry else None
+        if result.entry:
+            recovered = result.entry.manifest
+            recovered_store = recovered_credentials(result.entry, trust)
     label = _decide_label(credentials, recovered is not None, metadata.declares_ai)
     return Verdict(
         file=name,
@@ -135,6 +157,8 @@ def verify_image(
         metadata=metadata.fields,
         evidence=evidence,
         recovered_manifest=recovered,
+        recovered_credentials=recovered_store,
+        signals=signals,
     )
 
 
@@ -145,9 +169,12 @@ def _ai_generated(label: Label) -> bool | None:
     return False if label == "capture_verified" else None
 
 
+Credentials = tuple[CredentialsReport, list[Evidence], list[ManifestSignals]]
+
+
 def _read_credentials(
     data: bytes, mime_type: str, trust: TrustAnchors, remote_manifests: RemoteManifestFetcher | None
-) -> tuple[CredentialsReport, list[Evidence]]:
+) -> Credentials:
     import c2pa
 
     try:
@@ -157,18 +184,19 @@ def _read_credentials(
             return _remote_credentials(data, mime_type, trust, url, remote_manifests)
         return _unparsable(exc)
     if reader is None:
-        return CredentialsReport(), []
-    return _report(reader)
+        return CredentialsReport(), [], []
+    return _report(reader, trust, lambda anchors: c2pa.Reader(mime_type, io.BytesIO(data), context=anchors))
 
 
-def _unparsable(exc: Exception) -> tuple[CredentialsReport, list[Evidence]]:
-    report = CredentialsReport(state="invalid", failure_codes=["claim.malformed"])
-    return report, [Evidence(source="c2pa", detail=f"the C2PA manifest cannot be parsed: {exc}", strength="strong")]
+def _unparsable(exc: Exception) -> Credentials:
+    report = CredentialsReport(state="invalid", failure_codes=["claim.malformed"], unchanged_since_signing=False)
+    detail = f"the C2PA manifest cannot be parsed: {exc}"
+    return report, [Evidence(source="c2pa", detail=detail, strength="strong")], []
 
 
 def _remote_credentials(
     data: bytes, mime_type: str, trust: TrustAnchors, url: str, remote_manifests: RemoteManifestFetcher | None
-) -> tuple[CredentialsReport, list[Evidence]]:
+) -> Credentials:
     """A file that refers to a remote manifest: judged on what it carries, unless the operator allows its host."""
     import c2pa
 
@@ -187,40 +215,44 @@ def _remote_credentials(
             try:
                 reader = c2pa.Reader(mime_type, io.BytesIO(data), manifest, context=trust.c2pa_context())
             except c2pa.C2paError as exc:
-                report, evidence = _unparsable(exc)
+                report, evidence, signals = _unparsable(exc)
             else:
-                report, evidence = _report(reader)
+                report, evidence, signals = _report(
+                    reader, trust, lambda anchors: c2pa.Reader(mime_type, io.BytesIO(data), manifest, context=anchors)
+                )
             report.remote_manifest_url = url
-            return report, [fetched, *evidence]
+            return report, [fetched, *evidence], signals
     detail = f"refers to Content Credentials stored at {where(url)}; {reason}"
-    return CredentialsReport(remote_manifest_url=url), [Evidence(source="c2pa", detail=detail, strength="weak")]
+    return CredentialsReport(remote_manifest_url=url), [Evidence(source="c2pa", detail=detail, strength="weak")], []
 
 
-def _report(reader) -> tuple[CredentialsReport, list[Evidence]]:
+def _report(reader, trust: TrustAnchors, reread) -> Credentials:
+    """The report of an open reader; `reread(context)` reads the same file again under other anchors."""
     with reader:
         store = json.loads(reader.json())
-        state = _STATES.get(reader.get_validation_state() or "", "invalid")
+        crjson = json.loads(reader.crjson())
+        c2pa_state = reader.get_validation_state() or ""
         results = reader.get_validation_results() or {}
-    failures = (results.get("activeManifest") or {}).get("failure", [])
-    codes = sorted({item["code"] for item in failures} - {"signingCredential.untrusted"})
+    judgement = judge_signature(c2pa_state, results, crjson, trust, reread)
+    codes = sorted(judgement.failure_codes - {"signingCredential.untrusted"})
     manifests = store.get("manifests", {})
     active = manifests.get(store.get("active_manifest"), {})
     source_type = _digital_source_type(active, manifests)
     report = CredentialsReport(
-        state=state,
+        state=judgement.state,
         failure_codes=codes,
         signer=_signer(active),
         time_stamped_at=(active.get("signature_info") or {}).get("time"),
         claim_generator=_claim_generator(active),
         digital_source_type=source_type,
-        training_mining=next(
-            (a.get("data") for a in active.get("assertions", []) if a.get("label") in _TRAINING_MINING_LABELS),
-            None,
-        ),
+        training_mining=_training_mining(active),
         ingredients=[_ingredient(item) for item in active.get("ingredients", [])],
         manifest_label=store.get("active_manifest"),
+        trust_source=judgement.source,
+        unverified_reasons=judgement.reasons,
+        unchanged_since_signing=judgement.unchanged,
     )
-    return report, _credentials_evidence(report)
+    return report, _credentials_evidence(report), manifest_signals(crjson)
 
 
 def _digital_source_type(manifest: dict, manifests: dict, depth: int = 0) -> str | None:
@@ -241,6 +273,22 @@ def _digital_source_type(manifest: dict, manifests: dict, depth: int = 0) -> str
     if parent and parent.get("active_manifest") in manifests and depth < 16:
         return _digital_source_type(manifests[parent["active_manifest"]], manifests, depth + 1)
     return None
+
+
+def _training_mining(manifest: dict) -> dict | None:
+    """The entries of every c2pa.training-mining and cawg.training-mining assertion, merged (the stricter
+    entry wins: a use one of them forbids stays forbidden), with the labels they came from."""
+    found = [a for a in manifest.get("assertions", []) if a.get("label") in _TRAINING_MINING_LABELS]
+    if not found:
+        return None
+    entries: dict = {}
+    for assertion in found:
+        for key, entry in ((assertion.get("data") or {}).get("entries") or {}).items():
+            if not isinstance(entry, dict):
+                continue
+            if (entries.get(key) or {}).get("use") != "notAllowed":
+                entries[key] = entry
+    return {"entries": entries, "assertions": [a["label"] for a in found]}
 
 
 def _signer(manifest: dict) -> Signer | None:
@@ -278,7 +326,10 @@ def _credentials_evidence(report: CredentialsReport) -> list[Evidence]:
                 Evidence(source="c2pa", detail=f"the invalid manifest claims '{source_type}'", strength="weak")
             )
         return evidence
-    trusted = "a trusted signer" if report.state == "trusted" else "a signer outside the trust list"
+    if report.state == "trusted":
+        trusted = f"a trusted signer ({SOURCE_WORDS.get(report.trust_source or '', 'a trust anchor')})"
+    else:
+        trusted = f"an unconfirmed signer ({' and '.join(report.unverified_reasons)}; the image is unchanged)"
     claim = f"declares '{source_type}'" if source_type else "makes no digital-source-type claim"
     strength = "strong" if report.state == "trusted" else "weak"
     return [
@@ -313,20 +364,29 @@ def _summary(label: Label, credentials: CredentialsReport, evidence: list[Eviden
     signer = credentials.signer.subject if credentials.signer else "an unknown signer"
     match label:
         case "ai_verified":
-            return f"AI-generated: trusted Content Credentials signed by {signer} declare it was made by generative AI."
+            return (
+                f"AI-generated: trusted Content Credentials signed by {signer} ({_trusted_as(credentials)}) "
+                "declare it was made by generative AI."
+            )
         case "capture_verified":
             return (
-                f"Camera capture: trusted Content Credentials signed by {signer} declare it was captured by a device."
+                f"Camera capture: trusted Content Credentials signed by {signer} ({_trusted_as(credentials)}) "
+                "declare it was captured by a device."
             )
         case "ai_unverified_signer":
             return (
-                f"Declared AI-generated by valid Content Credentials, but their signer ({signer}) is not in this "
-                "installation's trust list, so who made the declaration is not confirmed."
+                f"Declared AI-generated by Content Credentials {_unconfirmed(credentials)}. The declaration stands "
+                "as the signer's own, but who made it is not confirmed."
             )
         case "credentials_no_ai_claim":
+            signed = (
+                f"signed by {signer} ({_trusted_as(credentials)})"
+                if credentials.state == "trusted"
+                else _unconfirmed(credentials)
+            )
             return (
-                "Valid Content Credentials that make no AI-generation claim; they describe the file's history "
-                "but do not by themselves prove the photo is real."
+                f"Valid Content Credentials {signed} that make no AI-generation claim; they describe the file's "
+                "history but do not by themselves prove the photo is real."
             )
         case "ai_soft_binding":
             also = " (the copy's own credentials are invalid)" if credentials.state == "invalid" else ""
@@ -338,7 +398,7 @@ def _summary(label: Label, credentials: CredentialsReport, evidence: list[Eviden
             codes = ", ".join(credentials.failure_codes) or "an ingredient failed validation"
             return (
                 f"The Content Credentials fail validation ({codes}): the image or its manifest changed after "
-                "signing, or the signature is bad or expired, so nothing they claim can be relied on."
+                "signing, or the signature is bad, so nothing they claim can be relied on."
             )
         case "ai_metadata":
             found = "; ".join(item.detail for item in evidence if item.source != "c2pa")
@@ -356,3 +416,15 @@ def _summary(label: Label, credentials: CredentialsReport, evidence: list[Eviden
                 f"No Content Credentials, AI declaration or known generator metadata was found{elsewhere}; this "
                 "does not mean the photo is real, since most AI images carry no provenance at all."
             )
+
+
+def _trusted_as(credentials: CredentialsReport) -> str:
+    return SOURCE_WORDS.get(credentials.trust_source or "", "trusted by this installation")
+
+
+def _unconfirmed(credentials: CredentialsReport) -> str:
+    """E.g. "signed by Truepic Lens CLI in Sora, issued by OpenAI; certificate expired and not on the trust
+    list; the image is unchanged since signing"."""
+    signer = credentials.signer
+    who = f"signed by {signer.subject}, issued by {signer.issuer}" if signer else "signed by an unknown signer"
+    return f"{who}; {' and '.join(credentials.unverified_reasons)}; the image is unchanged since signing"

@@ -14,7 +14,7 @@ from starlette.formparsers import MultiPartParser
 
 from service.api_docs import docs_router
 from service.request_guard import PUBLIC_PAGE, RequestGuard, largest_body
-from service.routes import audit, jobs, records, subjects, verify, webhooks
+from service.routes import audit, jobs, records, resolution, subjects, verify, verify_page, webhooks
 from service.schemas import Health
 from service.security_headers import SecurityHeaders
 from service.services import Services
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         if request.url.path == PUBLIC_PAGE:  # the public page answers as a page
-            return verify.message_response(str(exc.detail), exc.status_code, exc.headers)
+            return verify_page.message_response(str(exc.detail), exc.status_code, exc.headers)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> Health:
         return {"status": "ok", "version": version("headshot")}
 
-    for module in (subjects, jobs, verify, audit, records, webhooks):
+    for module in (subjects, jobs, verify, verify_page, resolution, audit, records, webhooks):
         app.include_router(module.router)
     app.include_router(docs_router(app.title))
     app.openapi = lambda: _openapi_with_plain_errors(app)

@@ -30,6 +30,7 @@ class RegisteredImage(SQLModel, table=True):
     watermarked: bool
     algorithm: str  # the watermark algorithm that marked it: "tile-v2", "tile-v1" (provenance/watermarking.py)
     manifest_json: str = Field(sa_column=Column(Text, nullable=False))
+    manifest_store: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: dt.datetime
     job_id: str | None = Field(default=None, index=True)  # the job that disclosed it, if a service job did
 
@@ -66,6 +67,7 @@ class DatabaseRegistry:
             watermarked=entry.watermarked,
             algorithm=entry.algorithm,
             manifest_json=json.dumps(entry.manifest),
+            manifest_store=entry.manifest_store,
             created_at=entry.created_at,
             job_id=job_id,
         )
@@ -79,6 +81,11 @@ class DatabaseRegistry:
     def find_payload(self, payload: int) -> RegistryEntry | None:
         with Session(self.engine) as session:
             row = session.exec(select(RegisteredImage).where(RegisteredImage.payload == _signed(payload))).first()
+        return _entry(row) if row else None
+
+    def find_manifest(self, manifest_label: str) -> RegistryEntry | None:
+        with Session(self.engine) as session:
+            row = session.exec(select(RegisteredImage).where(RegisteredImage.manifest_label == manifest_label)).first()
         return _entry(row) if row else None
 
     def candidates(
@@ -109,13 +116,15 @@ class DatabaseRegistry:
             session.commit()
 
     def strip_personal_data(self, manifest_label: str) -> None:
-        """Keep a delivered image recognisable, without its ingredients (the reference photos' hashes)."""
+        """Keep a delivered image recognisable, without its ingredients (the reference photos' hashes). The
+        signed manifest store holds them too and cannot be edited: it is dropped, no longer served."""
         with Session(self.engine) as session:
             for row in session.exec(select(RegisteredImage).where(RegisteredImage.manifest_label == manifest_label)):
                 manifest = json.loads(row.manifest_json)
                 manifest.pop("ingredients", None)
                 manifest["headshot_erasure"] = "ingredients removed when the subject was erased"
                 row.manifest_json = json.dumps(manifest)
+                row.manifest_store = None
                 session.add(row)
             session.commit()
 
@@ -188,6 +197,7 @@ def _entry(row: RegisteredImage) -> RegistryEntry:
         watermarked=row.watermarked,
         algorithm=row.algorithm,
         created_at=row.created_at,
+        manifest_store=row.manifest_store,
     )
 
 

@@ -5,7 +5,8 @@ An ASGI middleware, so that a request that will be refused costs no more than it
 - `/v1/...`: the bearer key is looked up: 401 without a valid one. Each failed attempt takes a token from
   its address's bucket (HEADSHOT_AUTH_FAILURES_PER_MINUTE); an address whose bucket is empty gets 429 before
   its key is even looked up. Then the key's own rate limit (429).
-- `POST /verify` (the public page): the address's rate limit (429, as the page).
+- `POST /verify` (the public page) and the soft-binding resolution API (`/matches/...`, `/manifests/...`,
+  `/services/...`): the address's rate limit (429, as the page or as JSON).
 - Every request: a URL holding control characters is refused (422); a body is limited by its route
   (`body_limit`): a declared Content-Length over the limit is refused at once (413) and a body sent without
   one (chunked) is counted as the app reads it, and refused once past the limit.
@@ -27,7 +28,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.deps import Caller, hash_key
-from service.routes.verify import MAX_BATCH, message_response
+from service.routes.verify import MAX_BATCH
+from service.routes.verify_page import PAGE_MAX_FILES, message_response
 from service.text import unsafe_character
 
 MAX_JSON_BODY = 32 * 1024  # every JSON body the API takes is far smaller
@@ -39,13 +41,15 @@ UPLOAD_ROUTES = {
     ("POST", "/v1/subjects/{subject_id}/photos"): 1,
     ("POST", "/v1/audit/lookup"): 1,
     ("POST", "/v1/audit/training-lookup"): 1,
-    ("POST", "/verify"): 1,
+    ("POST", "/verify"): PAGE_MAX_FILES,
+    ("POST", "/matches/byContent"): 1,
 }
 _UPLOAD_PATTERNS = [
     (method, re.compile(re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), files)
     for (method, path), files in UPLOAD_ROUTES.items()
 ]
 PUBLIC_PAGE = "/verify"
+PUBLIC_API = ("/matches/", "/manifests/", "/services/")  # the soft-binding resolution API
 
 
 @dataclass(frozen=True)
@@ -99,12 +103,12 @@ class RequestGuard:
                 await _refuse(scope, receive, send, *caller_or_refusal.answer, page=False)
                 return
             scope.setdefault("state", {})["caller"] = caller_or_refusal
-        elif page and method == "POST":
+        elif (page and method == "POST") or path.startswith(PUBLIC_API):
             limiter = self.limiters.public
             if wait := await run_in_threadpool(limiter.take, address):
                 retry = limiter.retry_after(wait)
                 message = f"Too many checks from your address; try again in {retry} seconds."
-                await _refuse(scope, receive, send, 429, message, {"Retry-After": retry}, page=True)
+                await _refuse(scope, receive, send, 429, message, {"Retry-After": retry}, page=page)
                 return
         limit = body_limit(method, path, self.settings.max_upload_bytes)
         declared = Headers(scope=scope).get("content-length", "")

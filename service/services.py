@@ -65,9 +65,27 @@ class Services:
         return AuditKeyStore(self.settings.resolved_credentials_dir)
 
     def trust(self) -> TrustAnchors:
-        """The local root (once created) plus the operator's extra anchors; read anew on each call, so that a
-        root created or an anchor added after start counts."""
-        return self.credentials.trust_anchors(extra=self.settings.trust_anchors)
+        """The C2PA trust list (unless switched off; a newer one `headshot trust update` installed wins), the
+        local root (once created) and the operator's extra anchors; read anew on each call, so that a root
+        created, an anchor added or a list updated after start counts."""
+        from provenance.trust import official_trust_list
+
+        settings = self.settings
+        anchors = official_trust_list(settings.trust_lists_dir) if settings.c2pa_trust_list else TrustAnchors()
+        return anchors + self.credentials.trust_anchors(extra=settings.trust_anchors)
+
+    def verify_upload(self, data: bytes, name: str):
+        """The verdict on one uploaded photo, with this server's trust anchors, registry and remote-manifest rule."""
+        from provenance import verify_image
+
+        return verify_image(
+            data,
+            self.trust(),
+            self.settings.image_limits,
+            name=name,
+            registry=self.registry,
+            remote_manifests=self.remote_manifests,
+        )
 
     @cached_property
     def remote_manifests(self):

@@ -43,7 +43,12 @@ class Settings(BaseSettings):
     signer_organization: str = Field("headshot", description="Organisation named in the local CA and signer.")
     certificate_lifetime_days: int = Field(90, ge=1, description="Lifetime of locally issued signing certificates.")
     timestamp_url: str | None = Field(None, description="RFC 3161 timestamp authority; signing fails if unreachable.")
-    trust_anchors: Path | None = Field(None, description="PEM file of extra trust anchors (e.g. the C2PA trust list).")
+    trust_anchors: Path | None = Field(None, description="PEM file of extra trust anchors (source `user`).")
+    c2pa_trust_list: bool = Field(
+        True,
+        description="Trust the official C2PA trust list and time-stamping authorities (shipped with headshot; "
+        "`headshot trust update FILE` installs a newer list).",
+    )
     signing_callback: str | None = Field(
         None, description="'module:function' that signs bytes with a key held in a KMS/HSM."
     )
@@ -142,3 +147,8 @@ class Settings(BaseSettings):
     @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
+
+    @property
+    def trust_lists_dir(self) -> Path:
+        """Where `headshot trust update` keeps a newer C2PA trust list than the one shipped."""
+        return self.resolved_credentials_dir / "trust-lists"

@@ -91,6 +91,9 @@ def _print_verdict(result) -> None:
     console.print(f"  {result.summary}", highlight=False)
     for item in result.evidence:
         console.print(f"  - [{item.strength}] {item.source}: {item.detail}", highlight=False, markup=False)
+    for item in result.signals:  # C2PA Asset Rubrics signals of each manifest
+        names = ", ".join(item.inception + item.transformation) or "none"
+        console.print(f"  signals of {item.asserted_by or item.manifest}: {names}", highlight=False, markup=False)
 
 
 @registry_app.command("stats")

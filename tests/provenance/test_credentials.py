@@ -64,16 +64,18 @@ def test_rotation_issues_new_certificate_and_keeps_trust(tmp_path, headshot_jpeg
     assert verify_image(old.data, trust).label == "ai_verified"  # same root: earlier files stay trusted
 
 
-def test_expired_signer_reads_invalid_and_is_renewed(tmp_path, headshot_jpeg):
+def test_expired_signer_reads_unverified_not_tampered_and_is_renewed(tmp_path, headshot_jpeg):
     store = CredentialStore(tmp_path / "creds", lifetime=dt.timedelta(seconds=4))
     identity = store.signing_identity()
     signed = _disclose(headshot_jpeg, identity).data
     assert verify_image(signed, store.trust_anchors()).label == "ai_verified"
     time.sleep(max(0.0, (_leaf(store).not_valid_after_utc - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
 
-    verdict = verify_image(signed, store.trust_anchors())
-    assert verdict.label == "invalid_credentials"
+    verdict = verify_image(signed, store.trust_anchors())  # expired is not tampered
+    assert verdict.label == "ai_unverified_signer"
     assert verdict.c2pa.failure_codes == ["signingCredential.expired"]
+    assert verdict.c2pa.unverified_reasons == ["certificate expired"]
+    assert verdict.c2pa.unchanged_since_signing is True
 
     renewed = store.signing_identity()  # expired local certificates are renewed on use
     assert renewed.chain_pem != identity.chain_pem

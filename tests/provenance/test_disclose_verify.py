@@ -112,9 +112,17 @@ def test_independent_reader_accepts_output(disclosed_jpeg, tmp_path):
     assert report["hard_binding"] == "match"
 
 
+def _segment(data: bytes, marker: int) -> int:
+    """Where the JPEG segment with this marker starts (walking the segments: the manifest may hold any bytes)."""
+    position = 2
+    while data[position + 1] != marker:
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return position
+
+
 def test_pixels_changed_after_signing(disclosed_jpeg, store, registry):
     data = bytearray(disclosed_jpeg.data)
-    table = data.index(b"\xff\xdb") + 5  # first quantisation table: the decoded pixels change, the file stays valid
+    table = _segment(data, 0xDB) + 5  # first quantisation table: the decoded pixels change, the file stays valid
     data[table + 10] = data[table + 10] % 200 + 1 if data[table + 10] != 1 else 2
     tampered = bytes(data)
 

@@ -79,13 +79,15 @@ def test_time_stamp_keeps_manifest_valid_after_certificate_expiry(tmp_path, tsa,
     assert verdict.label == "ai_verified", verdict.c2pa.failure_codes
     assert verdict.c2pa.failure_codes == []
 
-    verdict = verify_image(unstamped, with_tsa)
-    assert verdict.label == "invalid_credentials"
+    verdict = verify_image(unstamped, with_tsa)  # expired without a time-stamp: unconfirmed, not tampered
+    assert verdict.label == "ai_unverified_signer"
     assert verdict.c2pa.failure_codes == ["signingCredential.expired"]
+    assert verdict.c2pa.unverified_reasons == ["certificate expired"]
 
     # A stamp from an authority outside the trust anchors does not vouch for the signing time.
     verdict = verify_image(stamped, store.trust_anchors())
-    assert verdict.label == "invalid_credentials"
+    assert verdict.label == "ai_unverified_signer"
+    assert "certificate expired" in verdict.c2pa.unverified_reasons
     assert verdict.c2pa.failure_codes == ["signingCredential.expired"]
 
 

@@ -58,6 +58,8 @@ def test_disclose_then_verify_json(run, tmp_path):
         "metadata",
         "evidence",
         "recovered_manifest",
+        "recovered_credentials",
+        "signals",
     }
     assert first["recovered_manifest"] is None
     assert first["c2pa"]["state"] == "trusted"

@@ -5,10 +5,8 @@ what matters is what happens on the wire (a request answered before its body was
 `headshot` itself. Findings that touch the database run on SQLite and on PostgreSQL.
 """
 
-import base64
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import socket
@@ -35,7 +33,7 @@ from service.database import engine_for
 from service.deps import create_key
 from service.jobs import claim
 from service.request_guard import MAX_JSON_BODY, UPLOAD_ROUTES
-from service.routes.verify import PAGE_POLICY
+from service.routes.verify_page import PAGE_POLICY
 from service.services import Services
 from service.settings import Settings
 from service.stages import run_claimed_stage
@@ -207,15 +205,16 @@ def test_text_fields_and_json_bodies_are_bounded(sqlite_settings):
 
 
 def test_every_upload_route_has_its_body_limit(sqlite_settings):
-    """Routes taking files get the image limit (times the batch size); the guard knows each of them."""
+    """Routes taking files or images get the image limit (times the batch size); the guard knows each of them."""
     app = create_app(sqlite_settings)
-    multipart = {
+    uploads = {
         (method.upper(), path)
         for path, operations in app.openapi()["paths"].items()
         for method, operation in operations.items()
-        if "multipart/form-data" in operation.get("requestBody", {}).get("content", {})
+        for content_type in operation.get("requestBody", {}).get("content", {})
+        if content_type == "multipart/form-data" or content_type.startswith("image/")
     }
-    assert multipart | {("POST", "/verify")} == set(UPLOAD_ROUTES)
+    assert uploads | {("POST", "/verify")} == set(UPLOAD_ROUTES)
 
 
 # --- 3. rate-limit bypass through X-Forwarded-For; failed authentication -------------------------------
@@ -455,10 +454,14 @@ def test_pages_carry_security_headers_and_redirect_relatively(sqlite_settings):
     with TestClient(create_app(sqlite_settings)) as client:
         page = client.get("/verify")
         policy = page.headers["content-security-policy"]
-        assert policy == PAGE_POLICY and "frame-ancestors 'none'" in policy and "script-src" not in policy
-        assert "default-src 'none'" in policy and "<script" not in page.text
-        style = page.text.split("<style>")[1].split("</style>")[0]  # the one style block, allowed by its hash
-        assert f"style-src 'sha256-{base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()}'" in policy
+        assert policy == PAGE_POLICY and "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+        directives = dict(item.strip().split(" ", 1) for item in policy.split(";"))
+        assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'"  # no inline code
+        assert directives["img-src"] == "data:"  # the thumbnails, made from the upload
+        assert "<style" not in page.text and page.text.count("<script") == page.text.count('<script src="/verify/')
+        for name in ("verify.js", "verify.css"):
+            assert client.get(f"/verify/static/{name}").status_code == 200
+        assert client.get("/verify/static/..%2fverify_page.py").status_code == 404
         docs = client.get("/docs")
         directives = dict(item.strip().split(" ", 1) for item in docs.headers["content-security-policy"].split(";"))
         assert directives["script-src"] == "'self'" and directives["frame-ancestors"] == "'none'"

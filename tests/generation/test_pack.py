@@ -1,5 +1,6 @@
 """Identity training, presets, rendering and the whole pack, on the tiny random SDXL (CPU, or CUDA in bf16)."""
 
+import html
 import io
 import json
 
@@ -13,7 +14,14 @@ from typer.testing import CliRunner
 from generation.kohya import KOHYA_FILE
 from generation.lora_files import LORA_FILE, use_saved_lora
 from generation.models import load_model
-from generation.pack import PackSettings, Provenance, ReferenceInput, accept_references, make_pack
+from generation.pack import (
+    TINY_MODEL_NOTE,
+    PackSettings,
+    Provenance,
+    ReferenceInput,
+    accept_references,
+    make_pack,
+)
 from generation.presets import PresetError, load_presets, select_presets
 from generation.render import render
 from generation.training import TrainingConfig, TrainingStopped, train_identity_lora
@@ -120,7 +128,7 @@ def test_rendering_is_deterministic(model):
     ]
     for a, b in zip(first, second, strict=True):
         np.testing.assert_allclose(np.asarray(a.pixels, float), np.asarray(b.pixels, float), atol=2)
-        assert a.parameters["seed"] == a.seed and a.parameters["num_inference_steps"] == 2
+        assert a.parameters["seed"] == a.seed and a.parameters["inference_steps"] == 2
     assert np.abs(np.asarray(first[0].pixels, float) - np.asarray(first[1].pixels, float)).max() > 10
 
 
@@ -203,6 +211,19 @@ def test_pack_end_to_end(model, provenance, tmp_path):
     sheet = (tmp_path / "pack" / "index.html").read_text()
     assert all(image["file"] in sheet for image in report["images"]) and "Hands were checked for anatomy" in sheet
     assert not any(path.suffix == ".png" for path in (tmp_path / "pack").iterdir())  # images only under images/
+    # the contact sheet states what report.json records: 64 px images carry no watermark, and the model is a toy
+    assert not any(image["watermarked"] for image in report["images"])
+    assert "carries Content Credentials that say so, no invisible watermark (images under 128 px" in sheet
+    assert "an invisible watermark," not in sheet
+    assert sheet.count("invisible watermark: none (images under 128 px") == 4
+    assert report["model"]["test_model"] and TINY_MODEL_NOTE in report["notes"] and TINY_MODEL_NOTE in sheet
+    assert "accepted (accepted)" not in sheet and "<li>img1.jpg: accepted</li>" in sheet
+    assert "<li>group.jpg: rejected (2 faces" in sheet
+    for image in report["images"]:  # each card says why the image is kept or not, as report.json does
+        assert image["kept_reason"].startswith("yes" if image["kept"] else "no")
+        assert f"kept: {html.escape(image['kept_reason'])}" in sheet
+    parameters = [image["parameters"] for image in report["images"]]
+    assert all(p["inference_steps"] == 2 and p["size"] == 64 for p in parameters)  # the API's names
 
 
 def test_pack_needs_a_model(tmp_path, monkeypatch):
@@ -221,6 +242,39 @@ def test_tiny_model_command(tmp_path):
     result = CliRunner().invoke(app, ["models", "tiny", str(tmp_path / "tiny")])
     assert result.exit_code == 0 and "produces noise" in result.output
     assert "noise" in (tmp_path / "tiny" / "README.md").read_text()
+
+
+def test_pack_command_reports_references_first_then_progress(tiny_model, tmp_path, monkeypatch):
+    """Without a terminal: the reference decisions before training, then one line per training step and per
+    batch of images (with a render ETA), and the training options under the job API's names."""
+    monkeypatch.setenv("HEADSHOT_DATA_DIR", str(tmp_path / "data"))
+    references = [arg for name in [*PHOTOS[:2], "couple.jpg"] for arg in ("--reference", str(FACES / name))]
+    options = ["--steps", "4", "--checkpoint-every", "2", "--rank", "4", "--alpha", "4", "--learning-rate", "0.0002"]
+    rendering = ["--styles", "corporate-grey", "--count", "5", "--inference-steps", "2", "--size", "64", "--top-k", "1"]
+    out = tmp_path / "pack"
+    result = CliRunner().invoke(
+        app, ["pack", "--model", str(tiny_model), "--out", str(out), *references, *options, *rendering]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    decisions = [i for i, line in enumerate(lines) if line.startswith("reference ")]
+    training = [line for line in lines if line.startswith("training step ")]
+    assert lines[decisions[0]] == f"reference {FACES / PHOTOS[0]}: accepted" and "(accepted)" not in result.output
+    assert lines[decisions[2]].startswith(f"reference {FACES / 'couple.jpg'}: rejected (2 faces")
+    assert max(decisions) < lines.index(training[0])  # a bad reference is seen before any training
+    assert [line.split(" (")[0] for line in training] == [f"training step {i}/4" for i in (1, 2, 3, 4)]
+    assert "loss " in training[1] and "left" in training[0] and "left" not in training[-1]
+    rendered = [line for line in lines if line.startswith("rendering image ")]
+    assert [line.split(" (")[0] for line in rendered] == [
+        "rendering image 0/5",
+        "rendering image 4/5",
+        "rendering image 5/5",
+    ]
+    eta = rendered[1].split("about ")[1]
+    assert eta.endswith(" s left") or eta.endswith(" min left")
+    assert f"note: {TINY_MODEL_NOTE}" in result.output
+    config = json.loads((out / "lora" / "training.json").read_text())["config"]
+    assert (config["learning_rate"], config["checkpoint_every"], config["rank"], config["steps"]) == (0.0002, 2, 4, 4)
 
 
 def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
@@ -272,11 +326,11 @@ def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
             "modern-office",
             "--count",
             "2",
-            "--steps",
+            "--inference-steps",
             "2",
             "--size",
             "64",
-            "--top",
+            "--top-k",
             "1",
             *references,
         ],

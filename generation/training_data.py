@@ -1,6 +1,8 @@
 """What identity training learns from: face-centred crops of the accepted photos, their face masks, the
 number of steps and the order photos are drawn in, and their latents (generation/training.py uses them)."""
 
+from __future__ import annotations
+
 import math
 import random
 from collections.abc import Sequence

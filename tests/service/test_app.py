@@ -491,3 +491,17 @@ def test_consent_withdrawal_stops_jobs_and_erases(client, keys, settings):
             clear_since = time.monotonic()
         time.sleep(0.2)
     assert not any(path.exists() for path in left)
+
+
+def test_the_face_backend_is_loaded_once_per_process(client, keys, monkeypatch):
+    """Uploads share the app's face backend: its models are loaded on the first upload, not on each one."""
+    services = client.app.state.services
+    loads = []
+    real_load = services._load_face_backend
+    monkeypatch.setattr(services, "_load_face_backend", lambda: loads.append(1) or real_load())
+    studio = keys["studio"]
+    subject = client.post("/v1/subjects", json={"display_name": "Ada", "consent": CONSENT}, headers=auth(studio))
+    subject_id = subject.json()["id"]
+    for name in ("img1.jpg", "img2.jpg", "img4.jpg"):
+        assert _upload(client, studio, subject_id, name).json()["accepted"] is True
+    assert len(loads) == 1

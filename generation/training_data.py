@@ -39,7 +39,7 @@ class TrainingCrop:
 
 
 def prepare_crops(
-    photos: Sequence[Image.Image], config: "TrainingConfig", names: Sequence[str] | None = None
+    photos: Sequence[Image.Image], config: TrainingConfig, names: Sequence[str] | None = None
 ) -> tuple[list[TrainingCrop], list[dict]]:
     """The training crops of each photo, and per photo a record: used or not, why, and its crops' sizes."""
     from scoring.faces import detect_faces
@@ -90,7 +90,7 @@ def prepare_crops(
     return crops, records
 
 
-def crops_of(index: int, photo: Image.Image, face, config: "TrainingConfig") -> tuple[list[TrainingCrop], int]:
+def crops_of(index: int, photo: Image.Image, face, config: TrainingConfig) -> tuple[list[TrainingCrop], int]:
     """Crops of one photo at each face width (fewer when the photo is too small for the wider ones)."""
     width, height = photo.size
     resolution = config.resolution

@@ -175,11 +175,26 @@ def test_pack_end_to_end(model, provenance, tmp_path):
         top_k=3,
         training=TrainingConfig(steps=6, rank=4, alpha=4, resolution=64, checkpoint_every=3),
     )
-    steps = []
+    steps, events = [], []
+
+    def on_training(progress):
+        steps.append(progress)
+        events.append("training")
+
     report = make_pack(
-        model, references, tmp_path / "pack", settings, provenance, DlibBackend(), on_training=steps.append
+        model,
+        references,
+        tmp_path / "pack",
+        settings,
+        provenance,
+        DlibBackend(),
+        on_training=on_training,
+        on_image=lambda done, total: events.append(f"image {done}/{total}"),
+        on_references=lambda decisions: events.append(f"{len(decisions)} references"),
     )
     assert [p.step for p in steps] == [1, 2, 3, 4, 5, 6] and all(p.eta_seconds >= 0 for p in steps)
+    # the reference decisions come before any training (a bad photo stops the user early), rendering after
+    assert events == [f"{len(references)} references", *["training"] * 6, "image 0/4", "image 4/4"]
     saved = json.loads((tmp_path / "pack" / "report.json").read_text())
     assert saved == json.loads(json.dumps(report))
     decisions = {decision["name"]: decision for decision in report["references"]}
@@ -244,39 +259,6 @@ def test_tiny_model_command(tmp_path):
     assert "noise" in (tmp_path / "tiny" / "README.md").read_text()
 
 
-def test_pack_command_reports_references_first_then_progress(tiny_model, tmp_path, monkeypatch):
-    """Without a terminal: the reference decisions before training, then one line per training step and per
-    batch of images (with a render ETA), and the training options under the job API's names."""
-    monkeypatch.setenv("HEADSHOT_DATA_DIR", str(tmp_path / "data"))
-    references = [arg for name in [*PHOTOS[:2], "couple.jpg"] for arg in ("--reference", str(FACES / name))]
-    options = ["--steps", "4", "--checkpoint-every", "2", "--rank", "4", "--alpha", "4", "--learning-rate", "0.0002"]
-    rendering = ["--styles", "corporate-grey", "--count", "5", "--inference-steps", "2", "--size", "64", "--top-k", "1"]
-    out = tmp_path / "pack"
-    result = CliRunner().invoke(
-        app, ["pack", "--model", str(tiny_model), "--out", str(out), *references, *options, *rendering]
-    )
-    assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    decisions = [i for i, line in enumerate(lines) if line.startswith("reference ")]
-    training = [line for line in lines if line.startswith("training step ")]
-    assert lines[decisions[0]] == f"reference {FACES / PHOTOS[0]}: accepted" and "(accepted)" not in result.output
-    assert lines[decisions[2]].startswith(f"reference {FACES / 'couple.jpg'}: rejected (2 faces")
-    assert max(decisions) < lines.index(training[0])  # a bad reference is seen before any training
-    assert [line.split(" (")[0] for line in training] == [f"training step {i}/4" for i in (1, 2, 3, 4)]
-    assert "loss " in training[1] and "left" in training[0] and "left" not in training[-1]
-    rendered = [line for line in lines if line.startswith("rendering image ")]
-    assert [line.split(" (")[0] for line in rendered] == [
-        "rendering image 0/5",
-        "rendering image 4/5",
-        "rendering image 5/5",
-    ]
-    eta = rendered[1].split("about ")[1]
-    assert eta.endswith(" s left") or eta.endswith(" min left")
-    assert f"note: {TINY_MODEL_NOTE}" in result.output
-    config = json.loads((out / "lora" / "training.json").read_text())["config"]
-    assert (config["learning_rate"], config["checkpoint_every"], config["rank"], config["steps"]) == (0.0002, 2, 4, 4)
-
-
 def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSHOT_DATA_DIR", str(tmp_path / "data"))
     references = [arg for name in PHOTOS[:3] for arg in ("--reference", str(FACES / name))]
@@ -300,10 +282,20 @@ def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
             "3",
             "--export",
             "kohya",
+            "--learning-rate",
+            "0.0002",
             *references,
         ],
     )
     assert trained.exit_code == 0, trained.output
+    # without a terminal: the reference decisions, then one line per training step
+    lines = trained.output.splitlines()
+    decisions = [i for i, line in enumerate(lines) if line.startswith("reference ")]
+    training = [line for line in lines if line.startswith("training step ")]
+    assert lines[decisions[0]] == f"reference {FACES / PHOTOS[0]}: accepted" and "(accepted)" not in trained.output
+    assert len(decisions) == 3 and max(decisions) < lines.index(training[0])
+    assert [line.split(" (")[0] for line in training] == [f"training step {i}/4" for i in (1, 2, 3, 4)]
+    assert "left" in training[0] and "loss " in training[-1] and "left" not in training[-1]
     assert "LoRA" in trained.output and (tmp_path / "lora" / LORA_FILE).exists()
     assert "checkpoint of step 4 kept" in trained.output
     kohya = tmp_path / "lora" / KOHYA_FILE
@@ -312,6 +304,7 @@ def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
     assert [r["accepted"] for r in record["references"]] == [True, True, True]
     assert len(record["base_model"]["sha256"]) == 64 and len(record["losses"]) == 4
     assert record["config"]["class_word"] == "woman" and record["config"]["batch_size"] == 3
+    assert record["config"]["learning_rate"] == 0.0002
     generated = CliRunner().invoke(
         app,
         [
@@ -325,7 +318,7 @@ def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
             "--styles",
             "modern-office",
             "--count",
-            "2",
+            "5",
             "--inference-steps",
             "2",
             "--size",
@@ -336,8 +329,12 @@ def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
         ],
     )
     assert generated.exit_code == 0, generated.output
+    rendered = [line for line in generated.output.splitlines() if line.startswith("rendering image ")]
+    assert [line.split(" (")[0] for line in rendered] == [f"rendering image {i}/5" for i in (0, 4, 5)]
+    assert rendered[1].endswith(" left") and "about " in rendered[1]  # batches of 4: an ETA after the first
+    assert f"note: {TINY_MODEL_NOTE}" in generated.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert [image["style"] for image in report["images"]] == ["modern-office"] * 2
+    assert [image["style"] for image in report["images"]] == ["modern-office"] * 5
     assert all("hsk woman" in image["parameters"]["prompt"] for image in report["images"])  # as trained
     assert len(report["top_k"]) == 1
     assert all(image["label"] == "ai_verified" for image in report["images"])

@@ -17,6 +17,7 @@ class WorkProgress:
         self.bar = None  # the rich Progress, started at the first update (anything printed before stays above it)
         self.tasks: dict[str, int] = {}
         self.printed_percent: dict[str, int] = {}
+        self.details: dict[str, str] = {}
         self.render_started: float | None = None
 
     def __enter__(self) -> "WorkProgress":
@@ -68,7 +69,8 @@ class WorkProgress:
         if name not in self.tasks:
             self.tasks[name] = self.bar.add_task(name, total=total, left="")
         left = "done" if done == total else f"about {_duration(eta)} left" if eta is not None else ""
-        self.bar.update(self.tasks[name], completed=done, total=total, description=f"{name}{detail}", left=left)
+        self.details[name] = detail or self.details.get(name, "")  # the loss is read back every few steps only
+        self.bar.update(self.tasks[name], completed=done, total=total, description=name + self.details[name], left=left)
 
 
 def _duration(seconds: float) -> str:

@@ -48,6 +48,8 @@ DTYPE_NAMES = {
     "bf16": "bfloat16",
 }
 HASH_CACHE_FILE = "model-hashes.json"
+# SDXL's UNet has about 2.6 billion parameters; a UNet under this many is a test model (`headshot models tiny`)
+TEST_MODEL_UNET_PARAMETERS = 50_000_000
 HASH_CHUNK = 8 * 1024 * 1024
 
 
@@ -74,6 +76,11 @@ class LoadedModel:
     device: str
     dtype_name: str
     applied: tuple[str, ...] = ()
+
+    @property
+    def is_test_model(self) -> bool:
+        """A UNet far too small to draw a face (the tiny random model): its images are noise."""
+        return sum(p.numel() for p in self.pipeline.unet.parameters()) < TEST_MODEL_UNET_PARAMETERS
 
 
 def choose_device(device: str | None = None, dtype: str | None = None) -> tuple[str, "torch.dtype"]:

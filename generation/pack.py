@@ -9,7 +9,7 @@ import datetime as dt
 import html
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,21 @@ from generation.training import (
     train_identity_lora,
 )
 from provenance.files import write_atomically
+from provenance.watermark import MIN_SIDE as WATERMARK_MIN_SIDE
+
+UNWATERMARKED = f"images under {WATERMARK_MIN_SIDE} px are too small to carry one"
+CONTACT_SHEET_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 1rem; }
+figure { margin: 0; border: 2px solid #ccc; padding: .5rem; }
+figure.kept { border-color: #2a7; }
+figure img { width: 100%; image-rendering: auto; }
+figcaption { font-size: .85rem; }
+"""  # index.html's one style block (the service serves it under a policy allowing exactly this block)
+TINY_MODEL_NOTE = (
+    "These images come from a tiny random test model: they are noise, not headshots, and their likeness and "
+    "checks say nothing about a real pack."
+)
 
 
 class PackError(ValueError):
@@ -151,14 +166,18 @@ def make_pack(
     on_training: Callable[[TrainingProgress], None] | None = None,
     on_image: Callable[[int, int], None] | None = None,
     trained_lora: Path | None = None,
+    on_references: Callable[[list[dict]], None] | None = None,
 ) -> dict:
     """Train (unless `trained_lora` is given), render and disclose, then score a pack into `out_dir`.
 
-    Returns the report, also written to report.json next to index.html.
+    `on_references` gets the reference decisions before training starts. Returns the report, also written to
+    report.json next to index.html.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     identity, decisions, accepted = accept_references(references, provenance, backend)
+    if on_references:
+        on_references(decisions)
 
     if trained_lora is None:
         lora_dir = out_dir / "lora"
@@ -267,7 +286,13 @@ def render_disclosed(
             )
         )
     model = generator.model
-    described = {"source": str(model.source), "sha256": model.sha256, "device": model.device, "dtype": model.dtype_name}
+    described = {
+        "source": str(model.source),
+        "sha256": model.sha256,
+        "device": model.device,
+        "dtype": model.dtype_name,
+        "test_model": model.is_test_model,
+    }
     lora = next(({"file": p.source, "sha256": p.sha256} for p in rendering.parts if p.role == "identity-lora"), None)
     return RenderedPack(described, lora, images)
 
@@ -331,60 +356,78 @@ def pack_report(rendered: RenderedPack, decisions: list[dict], identity, trainin
         },
         "images": entries,
         "top_k": [image["file"] for image in entries if image["kept"]],
-        "notes": [HANDS_LIMITS_NOTE],
+        "notes": [HANDS_LIMITS_NOTE] + ([TINY_MODEL_NOTE] if rendered.model.get("test_model") else []),
     }
 
 
-def contact_sheet(report: dict) -> str:
-    """index.html: every image with its scores and labels, kept ones first."""
+def contact_sheet(report: dict, links: Mapping[str, str] | None = None) -> str:
+    """index.html: every image with its scores and labels, kept ones first; it states what report.json records.
+
+    `links` maps an image's `file` to the address it is shown from (the service's download endpoint); by
+    default the file's path beside index.html.
+    """
+    links = links or {}
     cards = []
     for image in report["images"]:
         likeness = image["likeness"]
         failed = [check["name"] for check in image["checks"] if not check["passed"]]
-        status = "kept" if image["kept"] else "not kept"
-        if image["kept"] and not image["passed"]:
-            status = "kept, does not pass"
         likeness_text = f"{likeness['band']} ({likeness['confidence']:.2f})" if likeness else "no face"
+        watermark = "yes" if image["watermarked"] else f"none ({UNWATERMARKED})"
+        source = links.get(image["file"], image["file"])
+        alt = html.escape(f"{image['style']} seed {image['seed']}")
         cards.append(
             f"""<figure class="{"kept" if image["kept"] else "dropped"}">
-  <img src="{html.escape(image["file"])}" alt="{html.escape(image["style"])} seed {image["seed"]}">
+  <a href="{html.escape(source)}"><img src="{html.escape(source)}" alt="{alt}"></a>
   <figcaption><b>#{image["rank"]} {html.escape(image["style"])}</b> seed {image["seed"]}<br>
-  score {image["score"]:.1f} · {status}<br>
+  score {image["score"]:.1f} · kept: {html.escape(image["kept_reason"])}<br>
   likeness: {html.escape(likeness_text)}<br>
   failed checks: {html.escape(", ".join(failed)) or "none"}<br>
+  invisible watermark: {html.escape(watermark)}<br>
   verify: <code>{html.escape(image["label"])}</code></figcaption>
 </figure>"""
         )
-    references = "".join(
-        f"<li>{html.escape(r['name'])}: {'accepted' if r['accepted'] else 'rejected'} ({html.escape(r['reason'])})</li>"
-        for r in report["references"]
-    )
+    references = "".join(f"<li>{html.escape(reference_line(r))}</li>" for r in report["references"])
     smoothed_losses = report["training"]["loss_smoothed"]
     final_loss = (
         f"final training loss (smoothed) {smoothed_losses[-1]:.4f}" if smoothed_losses else "no training record"
     )
+    lora = f"identity LoRA <code>{report['lora']['sha256'][:16]}…</code>" if report["lora"] else "no identity LoRA"
+    notes = "".join(f"<p>{html.escape(note)}</p>" for note in report["notes"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>headshot pack</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 1rem; }}
-figure {{ margin: 0; border: 2px solid #ccc; padding: .5rem; }}
-figure.kept {{ border-color: #2a7; }}
-figure img {{ width: 100%; image-rendering: auto; }}
-figcaption {{ font-size: .85rem; }}
-</style></head><body>
+<style>{CONTACT_SHEET_STYLE}</style></head><body>
 <h1>Headshot pack</h1>
-<p>Every image here is AI-generated and carries Content Credentials that say so, an invisible watermark
-and a fingerprint in the registry. {len(report["top_k"])} kept of {len(report["images"])}.
-{html.escape(" ".join(report["notes"]))}</p>
-<p>Base model <code>{report["model"]["sha256"][:16]}…</code>,
-identity LoRA <code>{report["lora"]["sha256"][:16]}…</code>,
-{final_loss}.</p>
+<p>{html.escape(disclosure_summary(report["images"]))} {len(report["top_k"])} kept of {len(report["images"])}.</p>
+{notes}
+<p>Base model <code>{report["model"]["sha256"][:16]}…</code>, {lora}, {final_loss}.</p>
 <h2>Reference photos</h2><ul>{references}</ul>
 <h2>Images</h2><div class="grid">
 {chr(10).join(cards)}
 </div></body></html>
 """
+
+
+def disclosure_summary(images: Sequence[dict]) -> str:
+    """What every image carries, as report.json records it (the watermark only where the image was large enough)."""
+    watermarked = sum(bool(image["watermarked"]) for image in images)
+    if watermarked == len(images):
+        watermark = "an invisible watermark"
+    elif watermarked == 0:
+        watermark = f"no invisible watermark ({UNWATERMARKED})"
+    else:
+        watermark = f"an invisible watermark in {watermarked} of {len(images)} ({UNWATERMARKED} for the others)"
+    return (
+        "Every image here is AI-generated and carries Content Credentials that say so, "
+        f"{watermark}, and a fingerprint in the registry."
+    )
+
+
+def reference_line(decision: dict) -> str:
+    """`NAME: accepted` or `NAME: rejected (why)`, with the training permission when it is not the plain default."""
+    if not decision["accepted"]:
+        return f"{decision['name']}: rejected ({decision['reason']})"
+    licence = decision.get("licence_note")
+    return f"{decision['name']}: accepted" + (f" (licensed: {licence})" if licence else "")
 
 
 def _sha256(data: bytes) -> str:

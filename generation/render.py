@@ -42,6 +42,8 @@ def render(
     pipeline.set_progress_bar_config(disable=True)
     jobs = [(j, preset, seed_for(seed, j, i)) for j, preset in enumerate(presets) for i in range(count)]
     rendered: list[RenderedImage] = []
+    if progress:
+        progress(0, len(jobs))  # rendering starts: the ETA is measured from here
     for start in range(0, len(jobs), batch_size):
         batch = jobs[start : start + batch_size]
         by_preset: dict[str, list] = {}
@@ -54,9 +56,8 @@ def render(
                 "prompt": preset.render(subject),
                 "negative_prompt": preset.negative_prompt,
                 "guidance_scale": preset.guidance_scale,
-                "num_inference_steps": steps,
-                "width": size,
-                "height": size,
+                "inference_steps": steps,  # the job API's and the CLI's names
+                "size": size,
             }
             generators = [torch.Generator(device="cpu").manual_seed(value) for value in seeds]
             output = pipeline(
@@ -64,7 +65,10 @@ def render(
                 negative_prompt=[parameters["negative_prompt"]] * len(group),
                 generator=generators,
                 output_type="pil",
-                **{key: parameters[key] for key in ("guidance_scale", "num_inference_steps", "width", "height")},
+                guidance_scale=preset.guidance_scale,
+                num_inference_steps=steps,
+                width=size,
+                height=size,
             )
             for value, image in zip(seeds, output.images, strict=True):
                 rendered.append(RenderedImage(preset.name, value, {**parameters, "seed": value}, image))

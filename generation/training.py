@@ -55,7 +55,9 @@ TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
 CLASS_WORDS = ("person", "woman", "man")
 CAPTION = "a photo of {subject}"
 MAX_IDENTIFIER_PIECES = 3
-LOWER_THE_RATE = "Lower the learning rate (--lr); if it happens at the default, run in float32 (HEADSHOT_DTYPE=float32)"
+LOWER_THE_RATE = (
+    "Lower the learning rate (--learning-rate); if it happens at the default, run in float32 (HEADSHOT_DTYPE=float32)"
+)
 
 
 @dataclass(frozen=True)

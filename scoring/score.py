@@ -88,6 +88,28 @@ class CandidateReport:
     hands: list[HandReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=lambda: [HANDS_LIMITS_NOTE])
 
+    @property
+    def shortfalls(self) -> list[str]:
+        """Why it does not pass the quality gate, in words (empty when it passes)."""
+        if self.likeness is None:
+            return ["no face"]
+        reasons = ["likeness different"] if self.likeness.band == "different" else []
+        if self.likeness.near_copy_of:
+            reasons.append(f"near-copy of {self.likeness.near_copy_of}")
+        failed = [check.name for check in self.checks if not check.passed]
+        return reasons + ([f"failed {', '.join(failed)}"] if failed else [])
+
+    @property
+    def kept_reason(self) -> str:
+        """Whether it is kept, and why: `yes`, `yes, to fill up (...)`, `no: near-duplicate of X`, `no: ...`."""
+        if self.kept:
+            return "yes" if self.passed else f"yes, to fill up ({'; '.join(self.shortfalls)})"
+        if self.duplicate_of:
+            return f"no: near-duplicate of {self.duplicate_of}"
+        if not self.passed:
+            return f"no: {'; '.join(self.shortfalls)}"
+        return "no: passes, but the kept ones score higher or vary more"
+
     def as_dict(self) -> dict:
         """The JSON form of `headshot score --json` and of a pack's report."""
         return {
@@ -97,6 +119,7 @@ class CandidateReport:
             "score": self.score,
             "rank": self.rank,
             "kept": self.kept,
+            "kept_reason": self.kept_reason,
             "passed": self.passed,
             "duplicate_of": self.duplicate_of,
             "hands": [asdict(hand) for hand in self.hands],

@@ -199,7 +199,8 @@ def sweep(engine, dispatch: Callable[[str, str], None], max_attempts: int) -> li
             elif job.lease_losses + 1 >= max_attempts:
                 changes = {
                     "status": "interrupted",
-                    "error": f"the worker running it stopped {job.lease_losses + 1} times; resume it",
+                    "error": f"the worker running its {job.stage} stage stopped {job.lease_losses + 1} times; "
+                    "resume it",
                 }
             else:
                 changes = {"status": "queued", "dispatched_at": None}

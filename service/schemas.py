@@ -138,7 +138,7 @@ class JobOut(Body):
             kind=job.kind,
             status=job.status,
             stage=job.stage,
-            attempt=job.attempt,
+            attempt=job.lease_losses + 1,  # of the current stage: 2 once a worker running it was lost
             worker=job.worker,
             progress=round(job.progress, 4),
             step=job.step,
@@ -279,6 +279,7 @@ class LookupNotFound(Body):
     verdict_label: Label
     manifest_label: str | None
     erased_subjects: list[TombstoneOut] = Field(description="Erased subjects whose delivered headshot this was.")
+    why_not_found: str = Field(description="Why no headshot chain was found beside this verdict.")
 
 
 class TrainedModel(Body):
@@ -299,6 +300,8 @@ class TrainingMatch(Body):
 class TrainingLookup(Body):
     sha256: str
     used_for_training: bool
+    used_by_erased_subject: bool = Field(description="The photo belonged to a subject since erased.")
+    summary: str = Field(description="The answer in one sentence.")
     matches: list[TrainingMatch]
     erased_subjects: list[TombstoneOut]
 

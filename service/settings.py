@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         60.0, gt=0, description="A running job's lease; a worker silent for this long loses the job to another."
     )
-    max_attempts: int = Field(3, ge=1, description="Workers a job may lose before it is marked interrupted.")
+    max_attempts: int = Field(
+        3, ge=1, description="Attempts a stage gets: workers it may lose before the job is marked interrupted."
+    )
     redelivery_seconds: float = Field(
         600.0, gt=0, description="Broker redelivers a message whose worker died before claiming its job after this."
     )

@@ -148,6 +148,7 @@ class StageRun:
         self.scratch = scratch
         self.prefix = f"jobs/{lease.job_id}/"
         self.context: StageContext | None = None
+        self._render_started = 0.0  # when rendering began (time.monotonic), for the ETA
 
     def load(self) -> None:
         with Session(self.engine) as session:
@@ -254,6 +255,27 @@ class StageRun:
         lora = rendered.get("lora")
         training = json.loads(self.storage.read(lora["key"] + "training.json")) if lora else {}
         entries = score_disclosed(images, identity, backend, self.context.parameters.top_k, provenance)
+        with Session(self.engine) as session:
+            job = session.get(Job, self.lease.job_id)
+            tenant, subject_id = job.tenant, job.subject_id
+        headshots = {
+            entry["file"]: Headshot(
+                tenant=tenant,
+                subject_id=subject_id,
+                job_id=self.lease.job_id,
+                storage_key=render_key + entry["file"],
+                manifest_label=entry["manifest_label"],
+                watermark_payload=entry["watermark_payload"],
+                style=entry["style"],
+                seed=entry["seed"],
+                report=json.dumps(entry),
+                kept=entry["kept"],
+            )
+            for entry in entries
+        }
+        downloads = {file: f"/v1/headshots/{headshot.id}/file" for file, headshot in headshots.items()}
+        for entry in entries:
+            entry.update(headshot_id=headshots[entry["file"]].id, download=downloads[entry["file"]])
         report = pack_report(
             RenderedPack(rendered["model"], lora, images),
             training.get("references", decisions),
@@ -262,25 +284,10 @@ class StageRun:
             entries,
         )
         self.storage.write(render_key + "report.json", json.dumps(report, indent=2).encode())
-        self.storage.write(render_key + "index.html", contact_sheet(report).encode())
+        self.storage.write(render_key + "index.html", contact_sheet(report, downloads).encode())
         with Session(self.engine) as session:
             self.lease.hold(session, status="succeeded", progress=1.0, finished_at=_now(), worker=None)
-            job = session.get(Job, self.lease.job_id)
-            for entry in entries:
-                session.add(
-                    Headshot(
-                        tenant=job.tenant,
-                        subject_id=job.subject_id,
-                        job_id=job.id,
-                        storage_key=render_key + entry["file"],
-                        manifest_label=entry["manifest_label"],
-                        watermark_payload=entry["watermark_payload"],
-                        style=entry["style"],
-                        seed=entry["seed"],
-                        report=json.dumps(entry),
-                        kept=entry["kept"],
-                    )
-                )
+            session.add_all(headshots.values())
             session.commit()
         self._remove_other_attempts("render-", keep=render_key)
         return None
@@ -297,7 +304,14 @@ class StageRun:
             self.lease.update(**outputs, status="succeeded", progress=progress, finished_at=_now(), worker=None)
         else:
             self.lease.update(
-                **outputs, status="queued", stage=following, progress=progress, worker=None, dispatched_at=None
+                **outputs,
+                status="queued",
+                stage=following,
+                progress=progress,
+                worker=None,
+                dispatched_at=None,
+                lease_losses=0,
+                eta_seconds=None,
             )
         for key, folder_prefix in (("lora_key", "lora-"), ("render_key", "render-")):
             if key in outputs:
@@ -377,7 +391,11 @@ class StageRun:
             raise LeaseLost(f"job {self.lease.job_id}: the lease was lost")
         self._stop_if_cancelled()
         start, end = self.context.progress_before, PROGRESS_AFTER[self.context.job_kind]["render"]
-        self.lease.update(progress=start + (end - start) * done / total)
+        if done == 0:  # rendering starts now
+            self._render_started = time.monotonic()
+            return
+        eta = (time.monotonic() - self._render_started) / done * (total - done)
+        self.lease.update(progress=start + (end - start) * done / total, eta_seconds=round(eta, 1))
 
     def _save_checkpoint(self, folder: Path) -> None:
         """Copy a new checkpoint to storage, and remove all but the latest KEEP_CHECKPOINTS there."""

@@ -9,13 +9,17 @@ import typer
 
 from generation.training import TrainingConfig
 from service.cli.common import app, console, errors, fail, group, read_image, reports_errors, services
+from service.cli.progress import WorkProgress
+from service.job_parameters import JobParameters
+
+DEFAULTS = JobParameters()  # the job API's defaults: one set for both
 
 models_app = group("models", "SDXL models: a tiny random one for tests and demos.")
 
 
 @models_app.command("tiny")
 @reports_errors
-def models_tiny(directory: Annotated[Path, typer.Argument(help="Where to write the model.")]) -> None:
+def models_tiny(directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to write the model.")]) -> None:
     """Write a tiny, randomly initialised SDXL-architecture model. It produces noise: for tests and demos only."""
     from generation.tiny import write_tiny_model
 
@@ -27,13 +31,23 @@ def models_tiny(directory: Annotated[Path, typer.Argument(help="Where to write t
     )
 
 
-ModelOption = Annotated[Path | None, typer.Option("--model", help="SDXL diffusers folder or .safetensors file.")]
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="Diffusers config folder for a single file.")]
-ReferenceOption = Annotated[list[Path], typer.Option("--reference", help="A photo of the person (repeat).")]
-LicensedOption = Annotated[
-    list[Path] | None, typer.Option("--licensed", help="A reference whose credentials forbid training, licensed.")
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", metavar="M", help="SDXL diffusers folder or .safetensors file.")
 ]
-LicenceNoteOption = Annotated[str | None, typer.Option("--licence-note", help="The licence for --licensed photos.")]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", metavar="DIR", help="Diffusers config folder for a single file.")
+]
+ReferenceOption = Annotated[
+    list[Path], typer.Option("--reference", metavar="PHOTO", help="A photo of the person (repeat).")
+]
+OutOption = Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder for the results.")]
+LicensedOption = Annotated[
+    list[Path] | None,
+    typer.Option("--licensed", metavar="PHOTO", help="A reference whose credentials forbid training, licensed."),
+]
+LicenceNoteOption = Annotated[
+    str | None, typer.Option("--licence-note", metavar="TEXT", help="The licence for --licensed photos.")
+]
 
 
 class ClassWord(StrEnum):
@@ -42,41 +56,66 @@ class ClassWord(StrEnum):
     man = "man"
 
 
+DEFAULT_CLASS_WORD = ClassWord(DEFAULTS.class_word)
+
+
 class ExportFormat(StrEnum):
     kohya = "kohya"
 
 
+# Training: the names of the job API's `parameters` (service/job_parameters.py), in CLI spelling.
 StepsOption = Annotated[
-    int | None, typer.Option(min=1, help="Training steps (default: scaled by the number of accepted photos).")
+    int | None,
+    typer.Option(metavar="N", min=1, help="Training steps (default: scaled by the number of accepted photos)."),
 ]
 BatchSizeOption = Annotated[
-    int, typer.Option("--batch-size", min=1, max=16, help="Photos per training step (their latents are cached).")
+    int,
+    typer.Option(
+        "--batch-size", metavar="B", min=1, max=16, help="Photos per training step (their latents are cached)."
+    ),
 ]
 ClassWordOption = Annotated[
     ClassWord, typer.Option("--class-word", help="Who the photos show; the caption is 'a photo of hsk CLASS-WORD'.")
 ]
+RankOption = Annotated[int, typer.Option(metavar="R", min=1, help="LoRA rank.")]
+AlphaOption = Annotated[int, typer.Option(metavar="A", min=1, help="LoRA alpha.")]
+LearningRateOption = Annotated[float, typer.Option("--learning-rate", metavar="F", min=0, help="AdamW learning rate.")]
+CheckpointEveryOption = Annotated[
+    int, typer.Option(metavar="N", min=1, help="Training steps between checkpoints (a rerun resumes from the last).")
+]
+SeedOption = Annotated[int, typer.Option(metavar="N", help="Seed of training and of image i of style j (+1000 j + i).")]
 ExportOption = Annotated[
     ExportFormat | None,
     typer.Option("--export", help="Also write the LoRA as kohya (what AUTOMATIC1111 and ComfyUI load)."),
 ]
+# Rendering
+StylesOption = Annotated[
+    str | None, typer.Option(metavar="A,B", help="Comma-separated style preset names (default: all).")
+]
+CountOption = Annotated[int, typer.Option(metavar="N", help="Images per style.", min=1)]
+InferenceStepsOption = Annotated[int, typer.Option(metavar="N", help="Denoising steps per image.", min=1)]
+SizeOption = Annotated[int, typer.Option(metavar="PX", help="Image size in px.", min=32)]
+TopKOption = Annotated[int, typer.Option("--top-k", metavar="K", help="How many images to keep.", min=1)]
 
 
 @app.command()
 @reports_errors
 def train(
     reference: ReferenceOption,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the LoRA and its checkpoints.")],
+    out: OutOption,
     model: ModelOption = None,
     config: ConfigOption = None,
-    steps: StepsOption = None,
-    batch_size: BatchSizeOption = TrainingConfig.batch_size,
-    class_word: ClassWordOption = ClassWord.person,
-    rank: Annotated[int, typer.Option(min=1)] = TrainingConfig.rank,
-    alpha: Annotated[int, typer.Option(min=1)] = TrainingConfig.alpha,
-    learning_rate: Annotated[float, typer.Option("--lr", min=0)] = TrainingConfig.learning_rate,
-    resolution: Annotated[int, typer.Option(min=32)] = TrainingConfig.resolution,
-    seed: int = 0,
-    checkpoint_every: Annotated[int, typer.Option(min=1)] = TrainingConfig.checkpoint_every,
+    steps: StepsOption = DEFAULTS.steps,
+    batch_size: BatchSizeOption = DEFAULTS.batch_size,
+    class_word: ClassWordOption = DEFAULT_CLASS_WORD,
+    rank: RankOption = DEFAULTS.rank,
+    alpha: AlphaOption = DEFAULTS.alpha,
+    learning_rate: LearningRateOption = DEFAULTS.learning_rate,
+    resolution: Annotated[int, typer.Option(metavar="PX", min=32, help="Training resolution.")] = (
+        TrainingConfig.resolution
+    ),
+    seed: SeedOption = DEFAULTS.seed,
+    checkpoint_every: CheckpointEveryOption = DEFAULTS.checkpoint_every,
     export: ExportOption = None,
     licensed: LicensedOption = None,
     licence_note: LicenceNoteOption = None,
@@ -104,13 +143,13 @@ def train(
         _reference_inputs(reference, licensed, licence_note, command_services), _provenance(command_services), backend
     )
     _print_decisions(decisions)
-    with _training_progress() as on_step:
+    with WorkProgress(errors) as progress:
         result = train_identity_lora(
             loaded.pipeline,
             [image for _, image in accepted],
             out,
             training,
-            on_step,
+            progress.training,
             record=model_record(loaded, decisions),
             check=LikenessCheck(identity, backend),
             names=[reference.name for reference, _ in accepted],
@@ -137,46 +176,62 @@ def _export_kohya(lora_dir: Path, loaded) -> None:
 @reports_errors
 def pack(
     reference: ReferenceOption,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the pack.")],
+    out: OutOption,
     model: ModelOption = None,
     config: ConfigOption = None,
-    styles: Annotated[str | None, typer.Option(help="Comma-separated preset names (default: all).")] = None,
-    count: Annotated[int, typer.Option(help="Images per style.", min=1)] = 4,
-    steps: StepsOption = None,
-    batch_size: BatchSizeOption = TrainingConfig.batch_size,
-    class_word: ClassWordOption = ClassWord.person,
-    inference_steps: Annotated[int, typer.Option(help="Denoising steps per image.", min=1)] = 30,
-    size: Annotated[int, typer.Option(help="Image size in px.", min=32)] = 1024,
-    seed: int = 0,
-    top: Annotated[int, typer.Option(help="How many images to keep.", min=1)] = 10,
+    styles: StylesOption = None,
+    count: CountOption = DEFAULTS.count,
+    steps: StepsOption = DEFAULTS.steps,
+    batch_size: BatchSizeOption = DEFAULTS.batch_size,
+    class_word: ClassWordOption = DEFAULT_CLASS_WORD,
+    rank: RankOption = DEFAULTS.rank,
+    alpha: AlphaOption = DEFAULTS.alpha,
+    learning_rate: LearningRateOption = DEFAULTS.learning_rate,
+    resolution: Annotated[
+        int | None, typer.Option(metavar="PX", min=32, help="Training resolution (default: --size).")
+    ] = DEFAULTS.resolution,
+    checkpoint_every: CheckpointEveryOption = DEFAULTS.checkpoint_every,
+    inference_steps: InferenceStepsOption = DEFAULTS.inference_steps,
+    size: SizeOption = DEFAULTS.size,
+    seed: SeedOption = DEFAULTS.seed,
+    top_k: TopKOption = DEFAULTS.top_k,
     export: ExportOption = None,
     licensed: LicensedOption = None,
     licence_note: LicenceNoteOption = None,
 ) -> None:
     """Train, render, score and disclose a headshot pack: images, LoRA, report.json and index.html in --out."""
-    training = {"steps": steps, "batch_size": batch_size, "class_word": class_word.value}
+    training = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "class_word": class_word.value,
+        "rank": rank,
+        "alpha": alpha,
+        "learning_rate": learning_rate,
+        "resolution": resolution or size,
+        "checkpoint_every": checkpoint_every,
+    }
     rendering = {"styles": styles, "count": count, "inference_steps": inference_steps, "size": size, "seed": seed}
-    _run_pack(reference, out, model, config, rendering, training, top, licensed, licence_note, export=export)
+    _run_pack(reference, out, model, config, rendering, training, top_k, licensed, licence_note, export=export)
 
 
 @app.command()
 @reports_errors
 def generate(
     reference: ReferenceOption,
-    lora: Annotated[Path, typer.Option("--lora", help="Folder of a LoRA made by `headshot train`.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the images, report.json and index.html.")],
+    lora: Annotated[Path, typer.Option("--lora", metavar="DIR", help="Folder of a LoRA made by `headshot train`.")],
+    out: OutOption,
     model: ModelOption = None,
     config: ConfigOption = None,
-    styles: Annotated[str | None, typer.Option(help="Comma-separated preset names (default: all).")] = None,
-    count: Annotated[int, typer.Option(help="Images per style.", min=1)] = 4,
-    steps: Annotated[int, typer.Option(help="Denoising steps per image.", min=1)] = 30,
-    size: Annotated[int, typer.Option(help="Image size in px.", min=32)] = 1024,
-    seed: int = 0,
-    top: Annotated[int, typer.Option(help="How many images to keep.", min=1)] = 10,
+    styles: StylesOption = None,
+    count: CountOption = DEFAULTS.count,
+    inference_steps: InferenceStepsOption = DEFAULTS.inference_steps,
+    size: SizeOption = DEFAULTS.size,
+    seed: SeedOption = DEFAULTS.seed,
+    top_k: TopKOption = DEFAULTS.top_k,
 ) -> None:
     """Render, score and disclose headshots with a trained LoRA (the reference photos become ingredients)."""
-    rendering = {"styles": styles, "count": count, "inference_steps": steps, "size": size, "seed": seed}
-    _run_pack(reference, out, model, config, rendering, {"steps": 1}, top, None, None, trained_lora=lora)
+    rendering = {"styles": styles, "count": count, "inference_steps": inference_steps, "size": size, "seed": seed}
+    _run_pack(reference, out, model, config, rendering, {"steps": 1}, top_k, None, None, trained_lora=lora)
 
 
 def _run_pack(
@@ -186,14 +241,12 @@ def _run_pack(
     config,
     rendering: dict,
     training: dict,
-    top,
+    top_k,
     licensed,
     licence_note,
     trained_lora=None,
     export=None,
 ) -> None:
-    from rich.progress import Progress
-
     from generation.pack import PackSettings, make_pack
     from generation.presets import load_presets, select_presets
 
@@ -203,18 +256,21 @@ def _run_pack(
     presets = select_presets(load_presets(settings.presets_file), styles.split(",") if styles else None)
     loaded = command_services.load_sdxl(model, config)
     config_for_training = TrainingConfig(
-        resolution=rendering["size"],
+        resolution=training.pop("resolution", rendering["size"]),
         seed=rendering["seed"],
         gradient_checkpointing=settings.gradient_checkpointing,
         **training,
     )
-    count = rendering["count"]
     pack_settings = PackSettings(
-        presets, count, rendering["inference_steps"], rendering["size"], rendering["seed"], top, config_for_training
+        presets,
+        rendering["count"],
+        rendering["inference_steps"],
+        rendering["size"],
+        rendering["seed"],
+        top_k,
+        config_for_training,
     )
-    with Progress(console=errors, transient=True) as bar:
-        training_task = bar.add_task("training", total=None, visible=trained_lora is None)
-        render_task = bar.add_task("rendering", total=count * len(presets))
+    with WorkProgress(errors) as progress:
         report = make_pack(
             loaded,
             _reference_inputs(reference, licensed, licence_note, command_services),
@@ -222,11 +278,11 @@ def _run_pack(
             pack_settings,
             _provenance(command_services),
             command_services.face_backend,
-            on_training=lambda p: bar.update(training_task, completed=p.step, total=p.total, **_loss_description(p)),
-            on_image=lambda done, total: bar.update(render_task, completed=done),
+            on_training=progress.training,
+            on_image=progress.rendering,
             trained_lora=trained_lora,
+            on_references=_print_decisions,  # before training: a bad reference stops the user early
         )
-    _print_decisions(report["references"])
     if export is ExportFormat.kohya:
         _export_kohya(Path(out) / "lora", loaded)
     kept = [image for image in report["images"] if image["kept"]]
@@ -235,6 +291,8 @@ def _run_pack(
         f"({sum(image['passed'] for image in kept)} passing the quality gate); report.json and index.html written",
         highlight=False,
     )
+    for note in report["notes"][1:]:  # the first, on hands, is in the contact sheet; the others matter now
+        console.print(f"note: {note}", highlight=False)
 
 
 def _reference_inputs(paths: list[Path], licensed: list[Path] | None, note: str | None, command_services):
@@ -262,25 +320,8 @@ def _provenance(command_services):
 
 
 def _print_decisions(decisions: list[dict]) -> None:
+    from generation.pack import reference_line
+
     for decision in decisions:
-        mark = "accepted" if decision["accepted"] else "[red]rejected[/red]"
-        console.print(f"reference {decision['name']}: {mark} ({decision['reason']})", highlight=False)
-
-
-def _training_progress():
-    from contextlib import contextmanager
-
-    from rich.progress import Progress
-
-    @contextmanager
-    def progress():
-        with Progress(console=errors, transient=True) as bar:
-            task = bar.add_task("training", total=None)
-            yield lambda p: bar.update(task, completed=p.step, total=p.total, **_loss_description(p))
-
-    return progress()
-
-
-def _loss_description(progress) -> dict:
-    """The bar's label, updated when training reads the loss back from the device (every few steps)."""
-    return {"description": f"training loss {progress.loss:.4f}"} if progress.loss is not None else {}
+        line = reference_line(decision)
+        console.print(f"reference {line}", style=None if decision["accepted"] else "red", markup=False, highlight=False)

@@ -6,16 +6,20 @@ import typer
 
 from service.cli.common import console, errors, fail, group, reports_errors, services
 
+DEFAULT_TENANT = "default"
 keys_app = group("keys", "API keys of the HTTP service (roles: admin, studio, verifier, auditor).")
 
 
 @keys_app.command("create")
 @reports_errors
 def keys_create(
-    role: Annotated[str, typer.Option(help="admin, studio, verifier or auditor.")],
-    name: Annotated[str, typer.Option(help="Who or what uses the key (shown in the audit log).")],
-    tenant: Annotated[str, typer.Option(help="The tenant whose subjects the key sees.")] = "default",
-    expires_days: Annotated[int | None, typer.Option(help="Expire after this many days.", min=1)] = None,
+    role: Annotated[str, typer.Option(metavar="R", help="admin, studio, verifier or auditor.")],
+    name: Annotated[str, typer.Option(metavar="N", help="Who or what uses the key (shown in the audit log).")],
+    tenant: Annotated[
+        str | None,
+        typer.Option(metavar="T", help=f"The tenant whose subjects the key sees (default: {DEFAULT_TENANT})."),
+    ] = None,
+    expires_days: Annotated[int | None, typer.Option(metavar="D", help="Expire after this many days.", min=1)] = None,
 ) -> None:
     """Create a key and print it once (only its hash is stored). Names are unique among a tenant's active keys."""
     import datetime as dt
@@ -26,14 +30,15 @@ def keys_create(
     from service.tables import ApiKey
 
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=expires_days) if expires_days else None
+    chosen = f"tenant {tenant}" if tenant else f"tenant {DEFAULT_TENANT}, as no --tenant was given"
     with Session(services().engine) as session:
         try:
-            key = create_key(session, name, role, tenant, expires)
+            key = create_key(session, name, role, tenant or DEFAULT_TENANT, expires)
         except ValueError as exc:
             fail(str(exc))
         key_id = session.exec(select(ApiKey.id).where(ApiKey.key_hash == hash_key(key))).one()
     errors.print(
-        f"{role} key {key_id} for {name} (tenant {tenant}); the key is shown only now:", highlight=False, markup=False
+        f"{role} key {key_id} for {name} ({chosen}); the key is shown only now:", highlight=False, markup=False
     )
     print(key)
 
@@ -61,8 +66,8 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 @reports_errors
 def keys_revoke(
-    key: Annotated[str, typer.Argument(help="The key's id (see `keys list`), its prefix, or its name.")],
-    tenant: Annotated[str | None, typer.Option(help="The tenant, when a name is used in several.")] = None,
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The key's id (see `keys list`), its prefix, or its name.")],
+    tenant: Annotated[str | None, typer.Option(metavar="T", help="The tenant, when a name is used in several.")] = None,
 ) -> None:
     """Revoke one key: it is refused from now on. A name that fits several active keys revokes none."""
     import datetime as dt

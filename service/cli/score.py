@@ -13,13 +13,13 @@ from service.cli.common import app, console, errors, fail, reports_errors, servi
 @app.command()
 @reports_errors
 def score(
-    candidates: Annotated[list[Path], typer.Argument(help="Candidate headshots to score.")],
-    reference: Annotated[list[Path], typer.Option(help="A photo of the person (repeat per photo).")],
-    top: Annotated[int, typer.Option(help="How many to keep.", min=1)] = 10,
-    workers: Annotated[int, typer.Option(help="Processes to score with (0: one per core).", min=0)] = 0,
+    candidates: Annotated[list[Path], typer.Argument(metavar="CANDIDATE", help="Candidate headshots to score.")],
+    reference: Annotated[list[Path], typer.Option(metavar="PHOTO", help="A photo of the person (repeat per photo).")],
+    top_k: Annotated[int, typer.Option("--top-k", metavar="K", help="How many to keep.", min=1)] = 10,
+    workers: Annotated[int, typer.Option(metavar="N", help="Processes to score with (0: one per core).", min=0)] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array, one object per candidate.")] = False,
 ) -> None:
-    """Score candidates for likeness to the reference photos and for artifacts; keep the best TOP."""
+    """Score candidates for likeness to the reference photos and for artifacts; keep the best K."""
     from rich.progress import Progress
 
     from provenance import ImageInputError
@@ -57,7 +57,7 @@ def score(
             loaded,
             identity,
             backend,
-            top,
+            top_k,
             progress=lambda done, total: bar.update(task, completed=done),
             workers=workers or len(os.sched_getaffinity(0)),
         )
@@ -72,29 +72,64 @@ def score(
 
 
 def _print_reports(reports, failures, identity) -> None:
-    from rich.table import Table
-
+    """A table where there is room for one (100 columns or more), else one block per candidate; file names are
+    shown without the directory they all share, so they stay apart at any width."""
     accepted = len(identity.accepted)
     console.print(f"identity from {accepted} reference photo(s), spread {identity.spread:.3f} ({identity.backend})")
-    table = Table("rank", "file", "score", "likeness", "failed checks", "kept")
-    for report in reports:
-        likeness = report.likeness
-        table.add_row(
+    folder, names = _without_common_folder([report.file for report in reports])
+    if folder:
+        console.print(f"candidates in {folder}/", highlight=False, markup=False)
+    rows = [
+        (
             str(report.rank),
-            report.file,
+            name,
             f"{report.score:.1f}",
-            f"{likeness.band} ({likeness.confidence:.2f}, d={likeness.distance:.3f})"
-            + (f", near-copy of {likeness.near_copy_of}" if likeness.near_copy_of else "")
-            if likeness
-            else "no face",
-            ", ".join(check.name for check in report.checks if not check.passed) or "-",
-            ("yes" if report.passed else "yes (does not pass)")
-            if report.kept
-            else f"no, duplicate of {report.duplicate_of}"
-            if report.duplicate_of
-            else "no",
+            _likeness_text(report.likeness),
+            _failed(report),
+            report.kept_reason.replace(f"{folder}/", "") if folder else report.kept_reason,
         )
-    console.print(table)
+        for report, name in zip(reports, names, strict=True)
+    ]
+    if console.width >= 100:
+        from rich.table import Table
+
+        table = Table("rank", "file", "score", "likeness", "failed checks", "kept")
+        table.columns[1].overflow = "fold"  # a name too long for the width wraps; it is never cut short
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        for rank, name, score, likeness, failed, kept in rows:
+            console.print(f"{rank}. {name}", highlight=False, markup=False)
+            console.print(
+                f"   score {score}, likeness {likeness}, failed checks: {failed}; kept: {kept}",
+                highlight=False,
+                markup=False,
+            )
     for failure in failures:
         console.print(f"[red]error[/red] {failure['file']}: {failure['error']}", highlight=False)
     console.print(reports[0].notes[0] if reports else "", highlight=False)
+
+
+def _likeness_text(likeness) -> str:
+    if likeness is None:
+        return "no face"
+    near = f", near-copy of {likeness.near_copy_of}" if likeness.near_copy_of else ""
+    return f"{likeness.band} ({likeness.confidence:.2f}, d={likeness.distance:.3f}){near}"
+
+
+def _failed(report) -> str:
+    return ", ".join(check.name for check in report.checks if not check.passed) or "-"
+
+
+def _without_common_folder(files: list[str]) -> tuple[str, list[str]]:
+    """The folder every file is in (or "") and the names relative to it."""
+    import os.path
+
+    folders = [os.path.dirname(file) for file in files]
+    if not folders or not all(folders) or len({os.path.isabs(folder) for folder in folders}) > 1:
+        return "", files
+    common = os.path.commonpath(folders)
+    if not common:
+        return "", files
+    return common, [os.path.relpath(file, common) for file in files]

@@ -121,7 +121,28 @@ def audit_lookup(
         for t in session.exec(select(Tombstone)).all()
         if caller.sees(t.tenant) and label in json.loads(t.kept_manifests)
     ]
-    return LookupNotFound(found=False, verdict_label=verdict.label, manifest_label=label, erased_subjects=erased)
+    return LookupNotFound(
+        found=False, verdict_label=verdict.label, manifest_label=label, erased_subjects=erased,
+        why_not_found=_why_not_found(verdict.label, label, erased),
+    )
+
+
+def _why_not_found(verdict_label: str, manifest_label: str | None, erased: list) -> str:
+    """Why a lookup found no headshot chain, beside a verdict that may well say the image is ours."""
+    if manifest_label is None:
+        return (
+            f"nothing in the file identifies one of this installation's images (verdict {verdict_label}): no Content "
+            "Credentials, and no registered watermark"
+        )
+    if erased:
+        return (
+            f"the image is {manifest_label}, a delivered headshot of a subject that was erased: its record is gone and "
+            "only the tombstone in erased_subjects remains"
+        )
+    return (
+        f"the image is {manifest_label}, but no headshot your key can see has it: it was disclosed outside a job "
+        "(e.g. `headshot disclose`), or by another tenant"
+    )
 
 
 @router.post("/v1/audit/training-lookup")
@@ -174,12 +195,36 @@ def training_lookup(
     ]
     audit(session, caller, "audit-training-lookup", "upload", sha256, f"{len(matches)} matches")
     session.commit()
+    used = any(m.accepted_for_training for m in matches)
     return TrainingLookup(
         sha256=sha256,
-        used_for_training=any(m.accepted_for_training for m in matches),
+        used_for_training=used,
+        used_by_erased_subject=bool(erased),
+        summary=_training_summary(used, matches, erased),
         matches=matches,
         erased_subjects=erased,
     )
+
+
+def _training_summary(used: bool, matches: list, erased: list) -> str:
+    """The answer in one sentence: used for training, used by an erased subject, uploaded but refused, or unknown."""
+    sentences = []
+    if used:
+        models = sum(len(m.models) for m in matches if m.accepted_for_training)
+        sentences.append(f"used for training: an accepted reference photo, in {models} train or pack job(s)")
+    elif matches:
+        sentences.append("uploaded as a reference photo but not accepted, so not used for training")
+    if erased:
+        sentences.append(
+            f"used by {len(erased)} erased subject(s): uploaded to a subject since erased, whose photos and models "
+            "were deleted; the tombstone keeps only the photo hashes"
+        )
+    if not sentences:
+        sentences.append(
+            f"not found among the reference photos your key can see (same SHA-256, or pHash distance up to "
+            f"{NEAR_DUPLICATE_PHASH})"
+        )
+    return "; ".join(sentences)
 
 
 @router.get("/v1/audit/subjects/{subject_id}/export")

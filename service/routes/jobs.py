@@ -17,6 +17,7 @@ from service.webhooks import job_ended
 
 router = APIRouter(tags=["jobs"])
 Studio = Annotated[Caller, Depends(require("studio"))]
+StudioOrAuditor = Annotated[Caller, Depends(require("studio", "auditor"))]
 NEEDS = {"train": {"training"}, "generate": {"generation"}, "pack": {"training", "generation"}}
 
 
@@ -92,6 +93,63 @@ def read_job(
     job_id: str, caller: Annotated[Caller, Depends(require("studio", "auditor"))], session: SessionDep
 ) -> JobOut:
     return JobOut.from_row(get_job(session, caller, job_id))
+
+
+def _pack_file(session, caller: Caller, job_id: str, services, name: str) -> bytes:
+    """report.json or index.html of a job that rendered images, once it succeeded."""
+    from service.storage import StorageError
+
+    job = get_job(session, caller, job_id)
+    if job.kind == "train":
+        raise HTTPException(
+            404,
+            f"a train job renders no images, so it has no {name}; its record is at /v1/jobs/{job.id}/training-record",
+        )
+    if job.status != "succeeded" or not job.render_key:
+        raise HTTPException(409, f"{name} is written when the job succeeds; it is {job.status} (stage {job.stage})")
+    try:
+        return services.storage.read(job.render_key + name)
+    except StorageError:
+        raise HTTPException(
+            410, f"job {job.id}: its {name} is missing from storage; ask the operator to restore it"
+        ) from None
+
+
+@router.get(
+    "/v1/jobs/{job_id}/report.json",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}, "description": "The pack's report.json."}},
+)
+def job_report(job_id: str, caller: StudioOrAuditor, session: SessionDep, services: ServicesDep) -> Response:
+    """The report of a succeeded pack or generate job: references, model and LoRA, training curve, every image
+    (with `download`, its file's address)."""
+    return Response(_pack_file(session, caller, job_id, services, "report.json"), media_type="application/json")
+
+
+@router.get(
+    "/v1/jobs/{job_id}/index.html",
+    response_class=Response,
+    responses={200: {"content": {"text/html": {}}, "description": "The pack's contact sheet."}},
+)
+def job_contact_sheet(job_id: str, caller: StudioOrAuditor, session: SessionDep, services: ServicesDep) -> Response:
+    """The contact sheet of a succeeded pack or generate job; its images link to /v1/headshots/{id}/file (which
+    needs the same key, and marks a headshot delivered when downloaded)."""
+    data = _pack_file(session, caller, job_id, services, "index.html")
+    return Response(data, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": _sheet_policy()})
+
+
+def _sheet_policy() -> str:
+    """The contact sheet's own style block and images from this server; nothing else."""
+    import base64
+    import hashlib
+
+    from generation.pack import CONTACT_SHEET_STYLE
+
+    style = base64.b64encode(hashlib.sha256(CONTACT_SHEET_STYLE.encode()).digest()).decode()
+    return (
+        f"default-src 'none'; img-src 'self'; style-src 'sha256-{style}'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
 
 
 @router.post("/v1/jobs/{job_id}/cancel")

@@ -1,5 +1,6 @@
 """Identity training, presets, rendering and the whole pack, on the tiny random SDXL (CPU, or CUDA in bf16)."""
 
+import html
 import io
 import json
 
@@ -13,7 +14,14 @@ from typer.testing import CliRunner
 from generation.kohya import KOHYA_FILE
 from generation.lora_files import LORA_FILE, use_saved_lora
 from generation.models import load_model
-from generation.pack import PackSettings, Provenance, ReferenceInput, accept_references, make_pack
+from generation.pack import (
+    TINY_MODEL_NOTE,
+    PackSettings,
+    Provenance,
+    ReferenceInput,
+    accept_references,
+    make_pack,
+)
 from generation.presets import PresetError, load_presets, select_presets
 from generation.render import render
 from generation.training import TrainingConfig, TrainingStopped, train_identity_lora
@@ -120,7 +128,7 @@ def test_rendering_is_deterministic(model):
     ]
     for a, b in zip(first, second, strict=True):
         np.testing.assert_allclose(np.asarray(a.pixels, float), np.asarray(b.pixels, float), atol=2)
-        assert a.parameters["seed"] == a.seed and a.parameters["num_inference_steps"] == 2
+        assert a.parameters["seed"] == a.seed and a.parameters["inference_steps"] == 2
     assert np.abs(np.asarray(first[0].pixels, float) - np.asarray(first[1].pixels, float)).max() > 10
 
 
@@ -167,11 +175,26 @@ def test_pack_end_to_end(model, provenance, tmp_path):
         top_k=3,
         training=TrainingConfig(steps=6, rank=4, alpha=4, resolution=64, checkpoint_every=3),
     )
-    steps = []
+    steps, events = [], []
+
+    def on_training(progress):
+        steps.append(progress)
+        events.append("training")
+
     report = make_pack(
-        model, references, tmp_path / "pack", settings, provenance, DlibBackend(), on_training=steps.append
+        model,
+        references,
+        tmp_path / "pack",
+        settings,
+        provenance,
+        DlibBackend(),
+        on_training=on_training,
+        on_image=lambda done, total: events.append(f"image {done}/{total}"),
+        on_references=lambda decisions: events.append(f"{len(decisions)} references"),
     )
     assert [p.step for p in steps] == [1, 2, 3, 4, 5, 6] and all(p.eta_seconds >= 0 for p in steps)
+    # the reference decisions come before any training (a bad photo stops the user early), rendering after
+    assert events == [f"{len(references)} references", *["training"] * 6, "image 0/4", "image 4/4"]
     saved = json.loads((tmp_path / "pack" / "report.json").read_text())
     assert saved == json.loads(json.dumps(report))
     decisions = {decision["name"]: decision for decision in report["references"]}
@@ -203,6 +226,19 @@ def test_pack_end_to_end(model, provenance, tmp_path):
     sheet = (tmp_path / "pack" / "index.html").read_text()
     assert all(image["file"] in sheet for image in report["images"]) and "Hands were checked for anatomy" in sheet
     assert not any(path.suffix == ".png" for path in (tmp_path / "pack").iterdir())  # images only under images/
+    # the contact sheet states what report.json records: 64 px images carry no watermark, and the model is a toy
+    assert not any(image["watermarked"] for image in report["images"])
+    assert "carries Content Credentials that say so, no invisible watermark (images under 128 px" in sheet
+    assert "an invisible watermark," not in sheet
+    assert sheet.count("invisible watermark: none (images under 128 px") == 4
+    assert report["model"]["test_model"] and TINY_MODEL_NOTE in report["notes"] and TINY_MODEL_NOTE in sheet
+    assert "accepted (accepted)" not in sheet and "<li>img1.jpg: accepted</li>" in sheet
+    assert "<li>group.jpg: rejected (2 faces" in sheet
+    for image in report["images"]:  # each card says why the image is kept or not, as report.json does
+        assert image["kept_reason"].startswith("yes" if image["kept"] else "no")
+        assert f"kept: {html.escape(image['kept_reason'])}" in sheet
+    parameters = [image["parameters"] for image in report["images"]]
+    assert all(p["inference_steps"] == 2 and p["size"] == 64 for p in parameters)  # the API's names
 
 
 def test_pack_needs_a_model(tmp_path, monkeypatch):
@@ -246,10 +282,21 @@ def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
             "3",
             "--export",
             "kohya",
+            "--learning-rate",
+            "0.0002",
             *references,
         ],
     )
     assert trained.exit_code == 0, trained.output
+    # without a terminal: the reference decisions, then one line per training step
+    lines = trained.output.splitlines()
+    decisions = [i for i, line in enumerate(lines) if f"reference {FACES}/" in line]  # stderr shares the output
+    training = [line for line in lines if line.startswith("training step ")]
+    assert lines[decisions[0]].endswith(f"reference {FACES / PHOTOS[0]}: accepted")
+    assert "(accepted)" not in trained.output
+    assert len(decisions) == 3 and max(decisions) < lines.index(training[0])
+    assert [line.split(" (")[0] for line in training] == [f"training step {i}/4" for i in (1, 2, 3, 4)]
+    assert "left" in training[0] and "loss " in training[-1] and "left" not in training[-1]
     assert "LoRA" in trained.output and (tmp_path / "lora" / LORA_FILE).exists()
     assert "checkpoint of step 4 kept" in trained.output
     kohya = tmp_path / "lora" / KOHYA_FILE
@@ -258,6 +305,7 @@ def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
     assert [r["accepted"] for r in record["references"]] == [True, True, True]
     assert len(record["base_model"]["sha256"]) == 64 and len(record["losses"]) == 4
     assert record["config"]["class_word"] == "woman" and record["config"]["batch_size"] == 3
+    assert record["config"]["learning_rate"] == 0.0002
     generated = CliRunner().invoke(
         app,
         [
@@ -271,19 +319,23 @@ def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):
             "--styles",
             "modern-office",
             "--count",
-            "2",
-            "--steps",
+            "5",
+            "--inference-steps",
             "2",
             "--size",
             "64",
-            "--top",
+            "--top-k",
             "1",
             *references,
         ],
     )
     assert generated.exit_code == 0, generated.output
+    rendered = [line for line in generated.output.splitlines() if line.startswith("rendering image ")]
+    assert [line.split(" (")[0] for line in rendered] == [f"rendering image {i}/5" for i in (0, 4, 5)]
+    assert rendered[1].endswith(" left") and "about " in rendered[1]  # batches of 4: an ETA after the first
+    assert f"note: {TINY_MODEL_NOTE}" in generated.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert [image["style"] for image in report["images"]] == ["modern-office"] * 2
+    assert [image["style"] for image in report["images"]] == ["modern-office"] * 5
     assert all("hsk woman" in image["parameters"]["prompt"] for image in report["images"])  # as trained
     assert len(report["top_k"]) == 1
     assert all(image["label"] == "ai_verified" for image in report["images"])

@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
@@ -130,7 +131,7 @@ def test_score_command(tmp_path, monkeypatch):
     huge.write_bytes(encode(Image.new("RGB", (2500, 2500)), "PNG"))
     blank = tmp_path / "blank.png"
     blank.write_bytes(encode(Image.new("RGB", (300, 300), "grey"), "PNG"))
-    args = ["score", "--json", "--top", "2", "--workers", "1"]
+    args = ["score", "--json", "--top-k", "2", "--workers", "1"]
     for name in PERSON[:3]:
         args += ["--reference", str(FACES / name)]
     args += ["--reference", str(FACES / "couple.jpg")]
@@ -174,3 +175,44 @@ def test_score_command(tmp_path, monkeypatch):
     assert "corrupt or truncated" in by_file[str(corrupt)]["error"]
     assert "over the limit of 5,000,000 pixels" in by_file[str(huge)]["error"]
     assert "couple.jpg rejected: 2 faces" in result.stderr
+
+
+@pytest.mark.parametrize("width", [80, 140])
+def test_score_table_keeps_names_apart(tmp_path, monkeypatch, width):
+    """Without a terminal (80 columns) or on a wide one, long names that share a folder and a prefix stay
+    distinguishable, and `kept` says why."""
+    from service.cli.common import console
+
+    monkeypatch.setenv("HEADSHOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(console, "_width", width)
+    folder = tmp_path / "a-studio-export-folder-with-a-long-name" / "candidates-for-the-client"
+    folder.mkdir(parents=True)
+    names = []
+    for number, source in enumerate(["img6.jpg", "img20.jpg", "img6.jpg"], start=1):
+        name = f"headshot-candidate-corporate-grey-render-{number:04d}.jpg"
+        shutil.copy(FACES / source, folder / name)
+        names.append(name)
+    args = ["score", "--top-k", "1", "--workers", "1", *(str(folder / name) for name in names)]
+    for name in PERSON[:3]:
+        args += ["--reference", str(FACES / name)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"candidates in {folder}/" in result.output
+    lines = result.output.splitlines()
+    if width == 80:  # a list: each name whole on its own line
+        assert all(any(line.endswith(f". {name}") for line in lines) for name in names)
+    else:  # a table within the width, whose file cells, perhaps wrapped, hold the whole names
+        rows = [line.split("│")[1:-1] for line in lines if line.startswith("│")]
+        assert rows and all(len(line) <= width for line in lines if line.startswith("│"))
+        files = []
+        for cells in rows:
+            if cells[0].strip():
+                files.append("")
+            files[-1] += cells[1].strip()
+        assert sorted(files) == names
+    reports = {r["file"]: r for r in json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)}
+    if width == 80:  # the list layout: every reason in full
+        for report in reports.values():
+            assert f"kept: {report['kept_reason'].replace(f'{folder}/', '')}" in result.output
+    duplicate = reports[str(folder / names[2])]
+    assert not duplicate["kept"] and duplicate["kept_reason"] == f"no: near-duplicate of {folder / names[0]}"

@@ -213,9 +213,14 @@ def test_studio_to_auditor_to_erasure(client, keys, settings):
     )
     # the in-process worker may claim it before the answer is written, on a busy machine
     assert job.status_code == 202 and job.json()["status"] in ("queued", "running")
-    assert client.get(f"/v1/jobs/{job.json()['id']}", headers=other).status_code == 404
-    finished = wait_for(client, studio, job.json()["id"])
+    assert job.json()["stage"] == "train" and job.json()["attempt"] == 1
+    job_id = job.json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}", headers=other).status_code == 404
+    early = client.get(f"/v1/jobs/{job_id}/report.json", headers=auth(studio))
+    assert early.status_code == 409 and "written when the job succeeds" in early.json()["detail"]
+    finished = wait_for(client, studio, job_id)
     assert finished["status"] == "succeeded", finished["error"]
+    assert (finished["stage"], finished["attempt"]) == ("score", 1)  # a healthy job: no stage was retried
     assert finished["progress"] == 1.0 and finished["step"] == 4 and finished["loss"] is not None
     assert finished["lora_sha256"] and finished["model_sha256"]
 
@@ -224,6 +229,24 @@ def test_studio_to_auditor_to_erasure(client, keys, settings):
     assert client.get(f"/v1/subjects/{subject_id}/headshots", headers=other).status_code == 404
     first = listing["headshots"][0]
     assert first["label"] == "ai_verified" and first["credentials"]["manifest_label"].startswith("urn:c2pa:")
+
+    # the pack's report and contact sheet, for the tenant's studio and auditor keys only
+    report = client.get(f"/v1/jobs/{job_id}/report.json", headers=auth(studio))
+    assert report.status_code == 200 and report.headers["content-type"] == "application/json"
+    report = report.json()
+    assert {image["download"] for image in report["images"]} == {h["file"] for h in listing["headshots"]}
+    assert [image["kept"] for image in report["images"]].count(True) == 1
+    sheet = client.get(f"/v1/jobs/{job_id}/index.html", headers=auth(studio))
+    assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/html")
+    assert "style-src 'sha256-" in sheet.headers["content-security-policy"]
+    assert all(f'<img src="{image["download"]}"' in sheet.text for image in report["images"])
+    assert "watermark" in sheet.text and ("no invisible watermark" in sheet.text) == (
+        not any(image["watermarked"] for image in report["images"])
+    )
+    assert client.get(f"/v1/jobs/{job_id}/report.json", headers=auth(auditor)).status_code == 200
+    for name in ("report.json", "index.html"):
+        assert client.get(f"/v1/jobs/{job_id}/{name}", headers=other).status_code == 404
+        assert client.get(f"/v1/jobs/{job_id}/{name}", headers=auth(keys["verifier"])).status_code == 403
     assert client.get(first["file"], headers=other).status_code == 404
     download = client.get(first["file"], headers=auth(studio))
     assert download.status_code == 200 and download.headers["content-type"] == "image/png"
@@ -276,6 +299,21 @@ def test_studio_to_auditor_to_erasure(client, keys, settings):
     assert verify_record(tombstone, jwks).record_type == "subject-export"
     lookup = client.post("/v1/audit/lookup", files={"file": ("s.png", stripped, "image/png")}, headers=auth(auditor))
     assert not lookup.json()["found"] and lookup.json()["erased_subjects"][0]["subject_id"] == subject_id
+    assert (
+        lookup.json()["verdict_label"] == "ai_soft_binding"
+        and "subject that was erased" in lookup.json()["why_not_found"]
+    )
+    unknown = client.post(
+        "/v1/audit/lookup",
+        files={"file": ("p.jpg", (FACES / "img6.jpg").read_bytes(), "image/jpeg")},
+        headers=auth(auditor),
+    )
+    assert not unknown.json()["found"] and "nothing in the file identifies" in unknown.json()["why_not_found"]
+    erased_photo = {"file": ("r.jpg", (FACES / "img2.jpg").read_bytes(), "image/jpeg")}
+    training = client.post("/v1/audit/training-lookup", files=erased_photo, headers=auth(auditor)).json()
+    assert not training["used_for_training"] and training["used_by_erased_subject"]
+    assert "used by 1 erased subject(s)" in training["summary"]
+    assert client.get(f"/v1/jobs/{job_id}/report.json", headers=auth(studio)).status_code == 404  # erased with it
 
 
 def test_restart_with_jobs_in_flight(settings, keys):
@@ -312,7 +350,10 @@ def test_restart_with_jobs_in_flight(settings, keys):
         finished = wait_for(client, keys["studio"], taken_over)
         assert finished["status"] == "succeeded" and finished["attempt"] == 2, finished
         state = wait_for(client, keys["studio"], job_id)
-        assert state["status"] == "interrupted" and "resume" in state["error"]
+        assert state["status"] == "interrupted" and "its train stage stopped 3 times; resume it" in state["error"]
+        assert state["attempt"] == 3
+        no_report = client.get(f"/v1/jobs/{taken_over}/report.json", headers=studio)
+        assert no_report.status_code == 404 and f"/v1/jobs/{taken_over}/training-record" in no_report.json()["detail"]
         assert client.post(f"/v1/jobs/{job_id}/resume", headers=studio).status_code == 202
         assert wait_for(client, keys["studio"], job_id)["status"] == "succeeded"
         assert client.post(f"/v1/jobs/{job_id}/resume", headers=studio).status_code == 409
@@ -388,7 +429,10 @@ def test_a_render_taken_over_registers_each_image_once(client, keys, settings):
     Services(settings).storage.write(f"jobs/{job_id}/render-1/images/modern-office-1.png", b"half written")
 
     finished = wait_for(client, keys["studio"], job_id)
-    assert finished["status"] == "succeeded" and finished["attempt"] == 3, finished  # render again, then score
+    # render again (its second attempt), then score (its first): `attempt` counts the current stage's attempts
+    assert finished["status"] == "succeeded" and (finished["stage"], finished["attempt"]) == ("score", 1), finished
+    with Session(engine) as session:
+        assert session.get(Job, job_id).attempt == 3  # claims: the dead render, the render, the score
     headshots = client.get(f"/v1/subjects/{subject_id}/headshots", headers=studio).json()["headshots"]
     mine = sorted(h["credentials"]["manifest_label"] for h in headshots if h["job_id"] == job_id)
     with Session(engine) as session:

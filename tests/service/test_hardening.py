@@ -527,6 +527,9 @@ def test_keys_are_told_apart_by_name_and_id(tmp_path, monkeypatch, database_url)
 
     first = run("keys", "create", "--role", "studio", "--name", "team", "--tenant", "a")
     assert first.exit_code == 0, first.output
+    assert "studio key" in first.output and "for team (tenant a)" in first.output
+    untold = run("keys", "create", "--role", "verifier", "--name", "hr")
+    assert "for hr (tenant default, as no --tenant was given)" in untold.output
     again = run("keys", "create", "--role", "studio", "--name", "team", "--tenant", "a")
     assert again.exit_code == 1 and "already has an active key named 'team'" in again.output
     second = run("keys", "create", "--role", "studio", "--name", "team", "--tenant", "b")

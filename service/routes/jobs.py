@@ -118,7 +118,12 @@ def _pack_file(session, caller: Caller, job_id: str, services, name: str) -> byt
 @router.get(
     "/v1/jobs/{job_id}/report.json",
     response_class=Response,
-    responses={200: {"content": {"application/json": {}}, "description": "The pack's report.json."}},
+    responses={
+        200: {
+            "content": {"application/json": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The pack's report.json, the file as stored (its fields: see the README).",
+        }
+    },
 )
 def job_report(job_id: str, caller: StudioOrAuditor, session: SessionDep, services: ServicesDep) -> Response:
     """The report of a succeeded pack or generate job: references, model and LoRA, training curve, every image

@@ -13,7 +13,7 @@ from service.settings import Settings
 from service.tables import Headshot
 
 JSON = "application/json"
-FILE_TYPES = {"image/png", "image/jpeg", "image/webp"}
+FILE_TYPES = {"image/png", "image/jpeg", "image/webp", "text/html", "application/c2pa"}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,8 @@ def test_every_operation_documents_its_success_body(openapi):
             if code == "204":
                 if content:
                     problems.append(f"{method} {path}: 204 documents a body")
+            elif JSON in content and content[JSON].get("schema", {}).get("format") == "binary":
+                continue  # a stored JSON file served as it is (a pack's report.json)
             elif JSON in content:
                 problems += [f"{method} {path} {code}: {p}" for p in _undescribed(openapi, content[JSON]["schema"])]
             elif not set(content) & FILE_TYPES:

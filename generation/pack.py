@@ -1,8 +1,9 @@
 """The pack pipeline: reference photos in; a LoRA, disclosed and scored headshots, report.json and index.html out.
 
 references (original bytes) -> training permission (their own credentials) -> scoring's reference check
--> identity LoRA -> render N per style and disclose every image -> score the disclosed files -> top k
--> report + contact sheet. The service runs the three parts as separate stages (train, render, score).
+-> identity (a trained LoRA, IP-Adapter FaceID on the ArcFace embedding, or both: generation/faceid.py)
+-> render N per style and disclose every image -> score the disclosed files -> top k -> report + contact
+sheet. The service runs the three parts as separate stages (train, render, score).
 """
 
 import datetime as dt
@@ -13,6 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from generation.faceid import (
+    FaceAdapter,
+    IdentityError,
+    IdentityMethod,
+    likeness_backend,
+    likeness_note,
+    model_hashes,
+    prepare_adapter,
+)
 from generation.permissions import training_permission
 from generation.presets import StylePreset
 from generation.render import render
@@ -52,6 +62,7 @@ class PackSettings:
     seed: int = 0
     top_k: int = 10
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    identity: IdentityMethod = field(default_factory=IdentityMethod)
 
 
 @dataclass
@@ -136,8 +147,9 @@ class DisclosedImage:
 @dataclass(frozen=True)
 class RenderedPack:
     model: dict  # source, sha256, device, dtype
-    lora: dict  # file, sha256
+    lora: dict | None  # file, sha256; None for the faceid method
     images: list[DisclosedImage]
+    identity: dict = field(default_factory=lambda: {"method": "lora"})  # the method, and the adapter it used
 
 
 def make_pack(
@@ -151,15 +163,19 @@ def make_pack(
     on_image: Callable[[int, int], None] | None = None,
     trained_lora: Path | None = None,
 ) -> dict:
-    """Train (unless `trained_lora` is given), render and disclose, then score a pack into `out_dir`.
-
-    Returns the report, also written to report.json next to index.html.
+    """Train (unless `trained_lora` is given, or the identity method needs no LoRA), render and disclose,
+    then score a pack into `out_dir`. Returns the report, also written to report.json next to index.html.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    method = settings.identity
+    backend = likeness_backend(backend, method)
     identity, decisions, accepted = accept_references(references, provenance, backend)
+    adapter = identity_adapter(method, [(reference.name, image) for reference, image in accepted])
+    out_dir.mkdir(parents=True, exist_ok=True)
 
-    if trained_lora is None:
+    if not method.trains_lora:
+        lora_dir = None
+    elif trained_lora is None:
         lora_dir = out_dir / "lora"
         try:
             training = train_identity_lora(
@@ -179,17 +195,28 @@ def make_pack(
     else:
         lora_dir = Path(trained_lora)
     rendered = render_disclosed(
-        model, lora_dir, [reference.sha256 for reference, _ in accepted], settings, provenance, on_image
+        model, lora_dir, [reference.sha256 for reference, _ in accepted], settings, provenance, on_image, adapter
     )
     images_dir = out_dir / "images"
     images_dir.mkdir(exist_ok=True)
     for image in rendered.images:
         _write_atomically(images_dir / image.name, image.data)
     entries = score_disclosed(rendered.images, identity, backend, settings.top_k, provenance)
-    report = pack_report(rendered, decisions, identity, training_record(lora_dir), entries)
+    training = training_record(lora_dir) if lora_dir is not None else {}
+    report = pack_report(rendered, decisions, identity, training, entries)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "index.html").write_text(contact_sheet(report))
     return report
+
+
+def identity_adapter(method: IdentityMethod, photos: Sequence[tuple]) -> FaceAdapter | None:
+    """The IP-Adapter FaceID conditioned on the accepted photos, for the methods that use it."""
+    if not method.uses_adapter:
+        return None
+    try:
+        return prepare_adapter(method, photos)
+    except IdentityError as exc:
+        raise PackError(str(exc)) from None
 
 
 def model_record(model, decisions: list[dict]) -> dict:
@@ -219,39 +246,55 @@ def trained_subject(lora_dir: Path, default: str) -> str:
 
 def render_disclosed(
     model,
-    lora_dir: Path,
+    lora_dir: Path | None,
     reference_hashes: Sequence[str],
     settings: PackSettings,
     provenance: Provenance,
     on_image: Callable[[int, int], None] | None = None,
+    adapter: FaceAdapter | None = None,
 ) -> RenderedPack:
-    """Render `settings.count` images per style with the LoRA in `lora_dir` and disclose each one.
+    """Render `settings.count` images per style with the LoRA in `lora_dir` and/or the face `adapter`
+    (as `settings.identity` says) and disclose each one.
 
     Pixels never leave this function undisclosed: each image is watermarked, signed (reference photos as
-    ingredients, base model and LoRA hashes) and registered before it is returned.
+    ingredients, the identity method and the hash of every model part) and registered before it is returned.
     """
     from generation.training import LORA_FILE, file_sha256
     from provenance import disclose_image
 
-    lora_path = Path(lora_dir) / LORA_FILE
-    if not lora_path.exists():
-        raise PackError(f"no {LORA_FILE} in {lora_dir}; train one with `headshot train --out {lora_dir}`")
-    lora = {"file": str(lora_path), "sha256": file_sha256(lora_path)}
-    use_saved_lora(model.pipeline, lora_dir)
+    method = settings.identity
+    lora, subject = None, f"a {settings.training.class_word}"
+    if method.trains_lora:
+        lora_path = Path(lora_dir) / LORA_FILE if lora_dir is not None else None
+        if lora_path is None or not lora_path.exists():
+            raise PackError(f"no {LORA_FILE} in {lora_dir}; train one with `headshot train --out {lora_dir}`")
+        lora = {"file": str(lora_path), "sha256": file_sha256(lora_path)}
+        use_saved_lora(model.pipeline, lora_dir)
+        subject = trained_subject(lora_dir, settings.training.subject)
+    if method.uses_adapter != (adapter is not None):
+        raise PackError(f"the {method.name} method {'needs' if method.uses_adapter else 'takes no'} face adapter")
+    if adapter is not None:
+        try:
+            adapter.attach(model.pipeline)
+        except IdentityError as exc:
+            raise PackError(str(exc)) from None
     rendered = render(
         model.pipeline,
         settings.styles,
-        trained_subject(lora_dir, settings.training.subject),
+        subject,
         settings.count,
         seed=settings.seed,
         steps=settings.inference_steps,
         size=settings.size,
         progress=on_image,
+        conditioning=(lambda batch, guidance: adapter.inputs(model.pipeline, batch, guidance)) if adapter else None,
     )
-    generator = f"Stable Diffusion XL ({model.source.name}) with an identity LoRA"
-    model_hashes = {"sdxl-base": model.sha256, "identity-lora": lora["sha256"]}
+    generator = f"Stable Diffusion XL ({model.source.name}) with " + IDENTITY_GENERATORS[method.name]
+    hashes = model_hashes(model.sha256, lora["sha256"] if lora else None, adapter)
+    identity = {"method": method.name, "adapter": adapter.describe() if adapter else None}
     images = []
     for image in rendered:
+        image.parameters.update(identity=method.name, **({"ip_adapter_scale": method.scale} if adapter else {}))
         buffer = io.BytesIO()
         image.pixels.save(buffer, "PNG")
         disclosure = disclose_image(
@@ -260,7 +303,8 @@ def render_disclosed(
             provenance.registry,
             reference_hashes=reference_hashes,
             generator=generator,
-            model_hashes=model_hashes,
+            model_hashes=hashes,
+            generation_parameters={"identity_method": method.name},
             limits=provenance.limits,
         )
         images.append(
@@ -276,7 +320,7 @@ def render_disclosed(
             )
         )
     described = {"source": str(model.source), "sha256": model.sha256, "device": model.device, "dtype": model.dtype_name}
-    return RenderedPack(described, lora, images)
+    return RenderedPack(described, lora, images, identity)
 
 
 def score_disclosed(
@@ -307,6 +351,7 @@ def score_disclosed(
                 "style": image.style,
                 "seed": image.seed,
                 "parameters": image.parameters,
+                "method": image.parameters.get("identity", "lora"),
                 "label": verdict.label,
                 "manifest_label": image.manifest_label,
                 "watermark_payload": f"{image.payload:016x}",
@@ -317,7 +362,8 @@ def score_disclosed(
 
 
 def pack_report(rendered: RenderedPack, decisions: list[dict], identity, training: dict, entries: list[dict]) -> dict:
-    """report.json: the references and their verdicts, the model and LoRA, the training curve, every image."""
+    """report.json: the references and their verdicts, the identity method, its model parts (base, LoRA,
+    adapter and face encoder), the training curve, how likeness was measured, and every image."""
     from scoring.score import HANDS_LIMITS_NOTE
 
     losses = training.get("losses", [])
@@ -326,7 +372,10 @@ def pack_report(rendered: RenderedPack, decisions: list[dict], identity, trainin
         "references": decisions,
         "identity": {"backend": identity.backend, "accepted": len(identity.accepted), "spread": identity.spread},
         "model": rendered.model,
+        "method": rendered.identity["method"],
         "lora": rendered.lora,
+        "adapter": rendered.identity.get("adapter"),
+        "likeness": likeness_note(IdentityMethod(rendered.identity["method"]), identity.backend),
         "training": {
             "config": training.get("config", {}),
             "loss": losses,
@@ -356,7 +405,7 @@ def contact_sheet(report: dict) -> str:
             f"""<figure class="{"kept" if image["kept"] else "dropped"}">
   <img src="{html.escape(image["file"])}" alt="{html.escape(image["style"])} seed {image["seed"]}">
   <figcaption><b>#{image["rank"]} {html.escape(image["style"])}</b> seed {image["seed"]}<br>
-  score {image["score"]:.1f} · {status}<br>
+  made by <b>{html.escape(image["method"])}</b> · score {image["score"]:.1f} · {status}<br>
   likeness: {html.escape(likeness_text)}<br>
   failed checks: {html.escape(", ".join(failed)) or "none"}<br>
   verify: <code>{html.escape(image["label"])}</code></figcaption>
@@ -366,6 +415,13 @@ def contact_sheet(report: dict) -> str:
         f"<li>{html.escape(r['name'])}: {'accepted' if r['accepted'] else 'rejected'} ({html.escape(r['reason'])})</li>"
         for r in report["references"]
     )
+    parts = "".join(
+        f", {name} <code>{part['sha256'][:16]}…</code>"
+        for name, part in (("identity LoRA", report["lora"]), ("IP-Adapter FaceID", report["adapter"]))
+        if part
+    )
+    encoder = report["likeness"]["conditioning_encoder"]
+    conditioning = f", not with {html.escape(encoder)}, which conditioned the adapter" if encoder else ""
     smoothed_losses = report["training"]["loss_smoothed"]
     final_loss = (
         f"final training loss (smoothed) {smoothed_losses[-1]:.4f}" if smoothed_losses else "no training record"
@@ -384,14 +440,21 @@ figcaption {{ font-size: .85rem; }}
 <p>Every image here is AI-generated and carries Content Credentials that say so, an invisible watermark
 and a fingerprint in the registry. {len(report["top_k"])} kept of {len(report["images"])}.
 {html.escape(" ".join(report["notes"]))}</p>
-<p>Base model <code>{report["model"]["sha256"][:16]}…</code>,
-identity LoRA <code>{report["lora"]["sha256"][:16]}…</code>,
-{final_loss}.</p>
+<p>Identity method <b>{html.escape(report["method"])}</b>.
+Base model <code>{report["model"]["sha256"][:16]}…</code>{parts},
+{final_loss}. Likeness measured with {html.escape(report["likeness"]["encoder"])}{conditioning}.</p>
 <h2>Reference photos</h2><ul>{references}</ul>
 <h2>Images</h2><div class="grid">
 {chr(10).join(cards)}
 </div></body></html>
 """
+
+
+IDENTITY_GENERATORS = {
+    "lora": "an identity LoRA",
+    "faceid": "IP-Adapter FaceID (zero-shot identity from an ArcFace face embedding)",
+    "hybrid": "an identity LoRA and IP-Adapter FaceID",
+}
 
 
 def _sha256(data: bytes) -> str:

@@ -67,6 +67,7 @@ def disclose_image(
     reference_hashes: Sequence[str] = (),
     generator: str | None = None,
     model_hashes: Mapping[str, str] | None = None,
+    generation_parameters: Mapping[str, str] | None = None,
     limits: ImageLimits = ImageLimits(),
 ) -> Disclosure:
     """Watermark, fingerprint, sign and register an AI-generated image (JPEG, PNG or WebP).
@@ -75,7 +76,8 @@ def disclose_image(
     (with both soft bindings declared); the registry records its payload, fingerprints and manifest so
     that a stripped copy is recognised. Reference photos become `inputTo` ingredients carrying only the
     SHA-256 of their original bytes (`reference_hashes`, hex) and a neutral title: no file name, no
-    thumbnail, no pixels.
+    thumbnail, no pixels. `model_hashes` and `generation_parameters` (such as the identity method) go into
+    the parameters of the `c2pa.created` action.
     """
     import c2pa
 
@@ -89,7 +91,8 @@ def disclose_image(
     agent = software_agent(generator)
 
     builder = c2pa.Builder(
-        _manifest(agent, model_hashes, payload, watermarked, fingerprints), context=_signing_context()
+        _manifest(agent, model_hashes, generation_parameters, payload, watermarked, fingerprints),
+        context=_signing_context(),
     )
     for number, digest in enumerate(reference_hashes, start=1):
         ingredient = {"title": f"reference photo {number}", "relationship": "inputTo", "metadata": {"sha256": digest}}
@@ -132,15 +135,21 @@ def disclose_image(
 
 
 def _manifest(
-    agent: str, model_hashes: Mapping[str, str] | None, payload: int, watermarked: bool, fingerprints: Fingerprints
+    agent: str,
+    model_hashes: Mapping[str, str] | None,
+    generation_parameters: Mapping[str, str] | None,
+    payload: int,
+    watermarked: bool,
+    fingerprints: Fingerprints,
 ) -> dict:
     created = {
         "action": "c2pa.created",
         "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
         "softwareAgent": {"name": agent},
     }
-    if model_hashes:
-        created["parameters"] = {"model_hashes": dict(model_hashes)}
+    parameters = {**({"model_hashes": dict(model_hashes)} if model_hashes else {}), **(generation_parameters or {})}
+    if parameters:
+        created["parameters"] = parameters
     actions = [created]
     hashes = [*fingerprints.frame, fingerprints.face or 0]
     soft_bindings = [

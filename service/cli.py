@@ -26,7 +26,11 @@ keys_app = typer.Typer(
     help="API keys of the HTTP service (roles: admin, studio, verifier, auditor).", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
-models_app = typer.Typer(help="SDXL models: a tiny random one for tests and demos.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Models: tiny random ones for tests and demos, and the licence of each model part "
+    "(insightface packs: non-commercial research only; IP-Adapter FaceID: research only).",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
 registry_app = typer.Typer(help="The registry of disclosed images (watermarks and fingerprints).", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
@@ -458,16 +462,40 @@ def keys_revoke(
 
 
 @models_app.command("tiny")
-def models_tiny(directory: Annotated[Path, typer.Argument(help="Where to write the model.")]) -> None:
-    """Write a tiny, randomly initialised SDXL-architecture model. It produces noise: for tests and demos only."""
+def models_tiny(directory: Annotated[Path, typer.Argument(help="Where to write the models.")]) -> None:
+    """Write tiny random models (SDXL, IP-Adapter FaceID, insightface-shaped pack): for tests and demos only."""
     from generation.tiny import write_tiny_model
+    from generation.tiny_faceid import write_tiny_faceid_adapter
 
     write_tiny_model(directory)
+    write_tiny_faceid_adapter(directory / "ip-adapter-faceid", directory)
     console.print(
-        f"wrote a tiny random SDXL model to {directory} (and {directory / 'tiny-sdxl.safetensors'}); "
-        "it produces noise, not faces: use it to try the pipeline, not to make headshots",
+        f"wrote a tiny random SDXL model to {directory} (and {directory / 'tiny-sdxl.safetensors'}) and a tiny "
+        f"random IP-Adapter FaceID to {directory / 'ip-adapter-faceid'}; they produce noise, not faces: use them "
+        "to try the pipeline, not to make headshots",
         highlight=False,
     )
+    try:
+        from scoring.tiny_insightface import write_tiny_insightface_pack
+    except ImportError:
+        console.print('no tiny insightface pack: it needs onnx (`pip install -e ".[insightface]"`)', highlight=False)
+        return
+    write_tiny_insightface_pack(directory / "insightface")
+    console.print(
+        f"wrote a tiny insightface-shaped pack to {directory / 'insightface'} (it recognises nobody); try "
+        f"HEADSHOT_INSIGHTFACE_PACK={directory / 'insightface'} headshot pack --model {directory} "
+        f"--identity faceid --ip-adapter {directory / 'ip-adapter-faceid'} --reference PHOTO --out OUT",
+        highlight=False,
+    )
+
+
+@models_app.command("licences")
+def models_licences() -> None:
+    """The licence of each model part headshot can use: choose the identity method knowingly."""
+    from generation.faceid import LICENCES
+
+    for part, licence in LICENCES.items():
+        console.print(f"{part}: {licence}", highlight=False, markup=False)
 
 
 ModelOption = Annotated[Path | None, typer.Option("--model", help="SDXL diffusers folder or .safetensors file.")]

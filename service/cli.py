@@ -526,6 +526,30 @@ BatchSizeOption = Annotated[
 ClassWordOption = Annotated[
     ClassWord, typer.Option("--class-word", help="Who the photos show; the caption is 'a photo of hsk CLASS-WORD'.")
 ]
+
+
+class Identity(StrEnum):
+    lora = "lora"
+    faceid = "faceid"
+    hybrid = "hybrid"
+
+
+IdentityOption = Annotated[
+    Identity,
+    typer.Option(
+        "--identity",
+        help="lora: train an identity LoRA; faceid: no training, IP-Adapter FaceID on the ArcFace embedding "
+        "(needs --ip-adapter and HEADSHOT_INSIGHTFACE_PACK; research-only weights); hybrid: both.",
+    ),
+]
+IPAdapterOption = Annotated[
+    Path | None,
+    typer.Option("--ip-adapter", help="IP-Adapter FaceID weights for SDXL, file or folder (HEADSHOT_IP_ADAPTER)."),
+]
+AdapterScaleOption = Annotated[
+    float | None,
+    typer.Option("--adapter-scale", min=0, max=2, help="IP-Adapter strength (default: faceid 1.0, hybrid 0.5)."),
+]
 ExportOption = Annotated[
     ExportFormat | None,
     typer.Option("--export", help="Also write the LoRA as kohya (what AUTOMATIC1111 and ComfyUI load)."),
@@ -624,11 +648,14 @@ def pack(
     size: Annotated[int, typer.Option(help="Image size in px.", min=32)] = 1024,
     seed: int = 0,
     top: Annotated[int, typer.Option(help="How many images to keep.", min=1)] = 10,
+    identity: IdentityOption = Identity.lora,
+    ip_adapter: IPAdapterOption = None,
+    adapter_scale: AdapterScaleOption = None,
     export: ExportOption = None,
     licensed: LicensedOption = None,
     licence_note: LicenceNoteOption = None,
 ) -> None:
-    """Train, render, score and disclose a headshot pack: images, LoRA, report.json and index.html in --out."""
+    """Train (lora, hybrid), render, score and disclose a headshot pack: images, report.json and index.html."""
     _run_pack(
         reference,
         out,
@@ -646,14 +673,17 @@ def pack(
         batch_size=batch_size,
         class_word=class_word.value,
         export=export,
+        identity=(identity.value, ip_adapter, adapter_scale),
     )
 
 
 @app.command()
 def generate(
     reference: ReferenceOption,
-    lora: Annotated[Path, typer.Option("--lora", help="Folder of a LoRA made by `headshot train`.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the images, report.json and index.html.")],
+    lora: Annotated[
+        Path | None, typer.Option("--lora", help="Folder of a LoRA made by `headshot train` (lora, hybrid).")
+    ] = None,
     model: ModelOption = None,
     config: ConfigOption = None,
     styles: Annotated[str | None, typer.Option(help="Comma-separated preset names (default: all).")] = None,
@@ -662,9 +692,34 @@ def generate(
     size: Annotated[int, typer.Option(help="Image size in px.", min=32)] = 1024,
     seed: int = 0,
     top: Annotated[int, typer.Option(help="How many images to keep.", min=1)] = 10,
+    identity: IdentityOption = Identity.lora,
+    ip_adapter: IPAdapterOption = None,
+    adapter_scale: AdapterScaleOption = None,
+    class_word: ClassWordOption = ClassWord.person,
 ) -> None:
-    """Render, score and disclose headshots with a trained LoRA (the reference photos become ingredients)."""
-    _run_pack(reference, out, model, config, styles, count, 1, steps, size, seed, top, None, None, trained_lora=lora)
+    """Render, score and disclose headshots with a trained LoRA and/or IP-Adapter FaceID (no training)."""
+    if identity is not Identity.faceid and lora is None:
+        _fail(f"--identity {identity.value} renders with a trained LoRA: pass --lora DIR (or use --identity faceid)")
+    if identity is Identity.faceid and lora is not None:
+        _fail("--identity faceid uses no LoRA: drop --lora, or use --identity hybrid")
+    _run_pack(
+        reference,
+        out,
+        model,
+        config,
+        styles,
+        count,
+        1,
+        steps,
+        size,
+        seed,
+        top,
+        None,
+        None,
+        trained_lora=lora,
+        class_word=class_word.value,
+        identity=(identity.value, ip_adapter, adapter_scale),
+    )
 
 
 def _run_pack(
@@ -685,9 +740,11 @@ def _run_pack(
     batch_size=2,
     class_word="person",
     export=None,
+    identity=("lora", None, None),
 ) -> None:
     from rich.progress import Progress
 
+    from generation.faceid import IdentityError
     from generation.pack import PackError, PackSettings, make_pack
     from generation.presets import PresetError, load_presets, select_presets
     from generation.training import TrainingConfig
@@ -697,6 +754,12 @@ def _run_pack(
         presets = select_presets(load_presets(settings.presets_file), styles.split(",") if styles else None)
     except PresetError as exc:
         _fail(str(exc))
+    try:
+        method = settings.identity_method(*identity)
+    except IdentityError as exc:
+        _fail(str(exc))
+    if export is not None and not method.trains_lora:
+        _fail(f"--export {export.value} exports the identity LoRA, which --identity {method.name} does not train")
     loaded = _load_model(settings, model, config)
     training = TrainingConfig(
         steps=steps,
@@ -706,9 +769,9 @@ def _run_pack(
         class_word=class_word,
         gradient_checkpointing=settings.gradient_checkpointing,
     )
-    pack_settings = PackSettings(presets, count, inference_steps, size, seed, top, training)
+    pack_settings = PackSettings(presets, count, inference_steps, size, seed, top, training, method)
     with Progress(console=errors, transient=True) as bar:
-        training_task = bar.add_task("training", total=None, visible=trained_lora is None)
+        training_task = bar.add_task("training", total=None, visible=trained_lora is None and method.trains_lora)
         render_task = bar.add_task("rendering", total=count * len(presets))
         try:
             report = make_pack(
@@ -731,7 +794,7 @@ def _run_pack(
         _export_kohya(Path(out) / "lora", loaded)
     kept = [image for image in report["images"] if image["kept"]]
     console.print(
-        f"{out}: {len(report['images'])} disclosed images, {len(kept)} kept "
+        f"{out}: {len(report['images'])} disclosed images made by {report['method']}, {len(kept)} kept "
         f"({sum(image['passed'] for image in kept)} passing the quality gate); report.json and index.html written",
         highlight=False,
     )

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
 
     sdxl_model: Path | None = Field(None, description="SDXL weights: a diffusers folder or a single .safetensors.")
     sdxl_config: Path | None = Field(None, description="Local diffusers config folder for a single-file checkpoint.")
+    ip_adapter: Path | None = Field(
+        None,
+        description="IP-Adapter FaceID weights for SDXL (a file, or a folder holding one) for the faceid and hybrid "
+        "identity methods; research use only. Needs insightface_pack for the ArcFace embedding.",
+    )
     device: str | None = Field(None, description="cuda, cuda:N or cpu; default: CUDA when available.")
     dtype: str | None = Field(
         None, description="bfloat16, float16 or float32; default: bf16/fp16 on CUDA, fp32 on CPU."
@@ -181,6 +186,15 @@ class Settings(BaseSettings):
         from scoring.faces import DlibBackend
 
         return DlibBackend(use_68_landmarks=self.dlib_68_landmarks)
+
+    def identity_method(self, name: str = "lora", ip_adapter: Path | None = None, adapter_scale: float | None = None):
+        """How a pack carries the person's identity: `name` with this installation's adapter and insightface pack
+        (`ip_adapter` overrides HEADSHOT_IP_ADAPTER). Checked at once: a missing file is an IdentityError."""
+        from generation.faceid import IdentityMethod
+
+        method = IdentityMethod(name, ip_adapter or self.ip_adapter, self.insightface_pack, adapter_scale)
+        method.check()
+        return method
 
     def load_sdxl(self, model: Path | None = None, config: Path | None = None):
         """Load the SDXL model given on the command line, or HEADSHOT_SDXL_MODEL."""

@@ -95,10 +95,12 @@ def in_process_rate(data_dir: Path, image: bytes, seconds: float) -> float:
     """`verify_image` calls/s on one core, with the service's own trust anchors, limits and registry."""
     os.environ["HEADSHOT_DATA_DIR"] = str(data_dir)
     from provenance import verify_image
+    from service.services import Services
     from service.settings import Settings
 
     settings = Settings()
-    trust, limits, registry = settings.trust(), settings.image_limits, settings.registry()
+    services = Services(settings)
+    trust, limits, registry = services.trust(), settings.image_limits, services.registry
     cores = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cores)})
     try:

@@ -219,9 +219,6 @@ def main() -> None:
         try:
             results["PostgreSQL"] = measure(url, args.events, args.writers, args.verify)
         finally:
-            from service.database import engine_for
-
-            engine_for.cache_clear()
             drop_postgres(name)
     if args.json:
         print(json.dumps(results))

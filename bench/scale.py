@@ -98,7 +98,6 @@ def fresh_database(admin_url: str) -> Iterator[str]:
     try:
         yield admin_url.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
     finally:
-        engine_for.cache_clear()
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

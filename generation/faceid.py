@@ -25,13 +25,14 @@ non-commercial research only; IP-Adapter FaceID's weights are released for resea
 inherits insightface's restriction). The identity LoRA method needs neither.
 """
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from generation.lora_files import file_sha256
 
 METHODS = ("lora", "faceid", "hybrid")
 DEFAULT_ADAPTER_SCALE = {"faceid": 1.0, "hybrid": 0.5}
@@ -180,8 +181,8 @@ def encoder_record(encoder) -> dict:
     return {
         "name": "insightface ArcFace",
         "pack": str(encoder.pack_dir.resolve()),
-        "recogniser": {"file": recogniser.name, "sha256": _file_sha256(recogniser)},
-        "detector": {"file": detector.name, "sha256": _file_sha256(detector)},
+        "recogniser": {"file": recogniser.name, "sha256": file_sha256(recogniser)},
+        "detector": {"file": detector.name, "sha256": file_sha256(detector)},
     }
 
 
@@ -192,7 +193,7 @@ class FaceAdapter:
         method.check()
         self.method = method
         self.weights = adapter_weights(method.ip_adapter)
-        self.sha256 = _file_sha256(self.weights)
+        self.sha256 = file_sha256(self.weights)
         self.embedding = embedding
         self.encoder = encoder
 
@@ -250,16 +251,78 @@ def prepare_adapter(method: IdentityMethod, photos: Sequence[tuple[str, Image.Im
     return FaceAdapter(method, face_embedding(photos, encoder), encoder_record(encoder))
 
 
-def model_hashes(base_sha256: str, lora_sha256: str | None, adapter: FaceAdapter | None) -> dict[str, str]:
-    """Every model part that made an image, by SHA-256, as the manifest names them."""
-    hashes = {"sdxl-base": base_sha256}
-    if lora_sha256:
-        hashes["identity-lora"] = lora_sha256
-    if adapter is not None:
-        hashes[ADAPTER_NAME] = adapter.sha256
-        hashes["face-encoder"] = adapter.encoder["recogniser"]["sha256"]
-        hashes["face-detector"] = adapter.encoder["detector"]["sha256"]
-    return hashes
+class AdapterGenerator:
+    """A `Generator` (generation/generator.py) for `faceid` (SDXL and IP-Adapter FaceID, no training) and
+    `hybrid` (the identity LoRA in `lora_dir` as well). References are embedded when it renders."""
+
+    def __init__(self, model, method: IdentityMethod, lora_dir: Path | None, training):
+        from generation.generator import LoraGenerator
+
+        _as_pack_error(method.check)
+        self.model = model
+        self.method = method.name
+        self.identity = method
+        self.lora = LoraGenerator(model, lora_dir, training.subject) if method.trains_lora else None
+        self.subject = self.lora.subject if self.lora else f"a {training.class_word}"
+
+    def render(self, references, styles, settings, progress=None):
+        from generation.generator import ModelPart, Rendering
+        from generation.lora_files import use_saved_lora
+        from generation.render import render
+
+        named = [(f"reference photo {number}", image) for number, image in enumerate(references, start=1)]
+        adapter = _as_pack_error(prepare_adapter, self.identity, named)
+        pipeline = self.model.pipeline
+        if self.lora is not None:
+            use_saved_lora(pipeline, self.lora.lora_dir)
+        _as_pack_error(adapter.attach, pipeline)
+        images = render(
+            pipeline,
+            styles,
+            self.subject,
+            settings.count,
+            seed=settings.seed,
+            steps=settings.inference_steps,
+            size=settings.size,
+            progress=progress,
+            conditioning=lambda batch, guidance: adapter.inputs(pipeline, batch, guidance),
+        )
+        for image in images:
+            image.parameters["ip_adapter_scale"] = self.identity.scale
+        encoder = adapter.encoder
+        parts = (
+            ModelPart("sdxl-base", str(self.model.source), self.model.sha256),
+            *((self.lora.lora,) if self.lora else ()),
+            ModelPart(ADAPTER_NAME, str(adapter.weights), adapter.sha256),
+            ModelPart(
+                "face-encoder", encoder["pack"] + "/" + encoder["recogniser"]["file"], encoder["recogniser"]["sha256"]
+            ),
+            ModelPart(
+                "face-detector", encoder["pack"] + "/" + encoder["detector"]["file"], encoder["detector"]["sha256"]
+            ),
+        )
+        with_lora = "an identity LoRA and " if self.lora else ""
+        description = f"Stable Diffusion XL ({self.model.source.name}) with {with_lora}IP-Adapter FaceID"
+        return Rendering(images, self.method, description, parts, {"adapter": adapter.describe()})
+
+
+def identity_generator(model, method: IdentityMethod, lora_dir: Path | None, training):
+    """The `Generator` for the method: `LoraGenerator` for lora, `AdapterGenerator` for faceid and hybrid."""
+    from generation.generator import LoraGenerator
+
+    if method.name == "lora":
+        return LoraGenerator(model, lora_dir, training.subject)
+    return AdapterGenerator(model, method, lora_dir, training)
+
+
+def _as_pack_error(function, *arguments):
+    """Call `function`; an IdentityError becomes the PackError a pack (or a job's stage) reports."""
+    from generation.pack import PackError
+
+    try:
+        return function(*arguments)
+    except IdentityError as exc:
+        raise PackError(str(exc)) from None
 
 
 def likeness_backend(backend, method: IdentityMethod):
@@ -282,11 +345,3 @@ def likeness_note(method: IdentityMethod, scorer_name: str) -> dict:
             "adapter: a score from the conditioning encoder would flatter the likeness"
         )
     return note
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()

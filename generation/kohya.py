@@ -13,8 +13,8 @@ tell an SDXL LoRA (and its trigger words) from others.
 import json
 from pathlib import Path
 
+from generation.lora_files import LORA_FILE
 from generation.sgm import unet_key
-from generation.training import LORA_FILE
 
 KOHYA_FILE = "headshot_identity_kohya.safetensors"
 KOHYA_PREFIX = "lora_unet_"

@@ -90,7 +90,7 @@ def choose_device(device: str | None = None, dtype: str | None = None) -> tuple[
         if requested != "cuda" and not (requested.startswith("cuda:") and index.isdigit()):
             raise ModelError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
         if not cuda:
-            raise ModelError(f"device {device!r} was asked for but no CUDA GPU is available here; use --device cpu")
+            raise ModelError(f"device {device!r} was asked for but no CUDA GPU is available here; use the cpu device")
         if index and int(index) >= torch.cuda.device_count():
             raise ModelError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     elif requested != "cpu":
@@ -165,8 +165,8 @@ def load_model(
     memory = memory or MemoryOptions()
     if memory.cpu_offload and not device_name.startswith("cuda"):
         raise ModelError(
-            f"cpu_offload needs a CUDA device, but the model runs on {device_name}, where it already lives in "
-            "main memory: drop --cpu-offload (or run on a GPU)"
+            f"CPU offload needs a CUDA device, but the model runs on {device_name}, where it already lives in "
+            "main memory: turn CPU offload off (or run on a GPU)"
         )
 
     if path.is_dir():

@@ -14,18 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generation.faceid import (
-    FaceAdapter,
-    IdentityError,
-    IdentityMethod,
-    likeness_backend,
-    likeness_note,
-    model_hashes,
-    prepare_adapter,
-)
+from generation.faceid import IdentityError, IdentityMethod, identity_generator, likeness_backend, likeness_note
 from generation.permissions import training_permission
 from generation.presets import StylePreset
-from generation.render import render
 from generation.training import (
     LikenessCheck,
     TrainingConfig,
@@ -33,8 +24,8 @@ from generation.training import (
     TrainingProgress,
     smoothed,
     train_identity_lora,
-    use_saved_lora,
 )
+from provenance.files import write_atomically
 
 
 class PackError(ValueError):
@@ -77,7 +68,7 @@ class Provenance:
 
 def accept_references(references: Sequence[ReferenceInput], provenance: Provenance, backend):
     """Check each photo's training permission, then scoring's reference checks. Returns (identity, decisions)."""
-    from provenance import ImageInputError
+    from provenance import ImageInputError, verify_image
     from provenance.images import decode_image
     from scoring.score import ScoringError, build_identity
 
@@ -85,7 +76,8 @@ def accept_references(references: Sequence[ReferenceInput], provenance: Provenan
     for reference in references:
         decision = {"name": reference.name, "sha256": reference.sha256}
         try:
-            permission = training_permission(reference.data, provenance.trust, reference.licence_note)
+            credentials = verify_image(reference.data, provenance.trust, provenance.limits).c2pa
+            permission = training_permission(credentials, reference.licence_note)
             image = decode_image(reference.data, provenance.limits)
         except ImageInputError as exc:
             decisions.append({**decision, "accepted": False, "reason": f"cannot be read: {exc}"})
@@ -147,9 +139,9 @@ class DisclosedImage:
 @dataclass(frozen=True)
 class RenderedPack:
     model: dict  # source, sha256, device, dtype
-    lora: dict | None  # file, sha256; None for the faceid method
+    lora: dict | None  # file, sha256 of the identity LoRA, when one was used
     images: list[DisclosedImage]
-    identity: dict = field(default_factory=lambda: {"method": "lora"})  # the method, and the adapter it used
+    identity: dict = field(default_factory=lambda: {"method": "lora", "adapter": None})  # the method, its adapter
 
 
 def make_pack(
@@ -168,9 +160,12 @@ def make_pack(
     """
     out_dir = Path(out_dir)
     method = settings.identity
+    try:
+        method.check()
+    except IdentityError as exc:
+        raise PackError(str(exc)) from None
     backend = likeness_backend(backend, method)
     identity, decisions, accepted = accept_references(references, provenance, backend)
-    adapter = identity_adapter(method, [(reference.name, image) for reference, image in accepted])
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if not method.trains_lora:
@@ -194,29 +189,20 @@ def make_pack(
             raise PackError(f"training stopped at step {training.steps_done}; run again to resume from the checkpoint")
     else:
         lora_dir = Path(trained_lora)
-    rendered = render_disclosed(
-        model, lora_dir, [reference.sha256 for reference, _ in accepted], settings, provenance, on_image, adapter
-    )
+    generator = identity_generator(model, method, lora_dir, settings.training)
+    reference_hashes = [reference.sha256 for reference, _ in accepted]
+    images = [image for _, image in accepted]
+    rendered = render_disclosed(generator, reference_hashes, settings, provenance, on_image, images)
     images_dir = out_dir / "images"
     images_dir.mkdir(exist_ok=True)
     for image in rendered.images:
-        _write_atomically(images_dir / image.name, image.data)
+        write_atomically(images_dir / image.name, image.data)
     entries = score_disclosed(rendered.images, identity, backend, settings.top_k, provenance)
     training = training_record(lora_dir) if lora_dir is not None else {}
     report = pack_report(rendered, decisions, identity, training, entries)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "index.html").write_text(contact_sheet(report))
     return report
-
-
-def identity_adapter(method: IdentityMethod, photos: Sequence[tuple]) -> FaceAdapter | None:
-    """The IP-Adapter FaceID conditioned on the accepted photos, for the methods that use it."""
-    if not method.uses_adapter:
-        return None
-    try:
-        return prepare_adapter(method, photos)
-    except IdentityError as exc:
-        raise PackError(str(exc)) from None
 
 
 def model_record(model, decisions: list[dict]) -> dict:
@@ -226,7 +212,7 @@ def model_record(model, decisions: list[dict]) -> dict:
 
 def training_record(lora_dir: Path) -> dict:
     """The training.json of a LoRA trained earlier (`headshot train`, or a train stage)."""
-    from generation.training import LORA_FILE
+    from generation.lora_files import LORA_FILE
 
     if not (Path(lora_dir) / LORA_FILE).exists():
         raise PackError(f"no {LORA_FILE} in {lora_dir}; train one with `headshot train --out {lora_dir}`")
@@ -245,56 +231,31 @@ def trained_subject(lora_dir: Path, default: str) -> str:
 
 
 def render_disclosed(
-    model,
-    lora_dir: Path | None,
+    generator,
     reference_hashes: Sequence[str],
     settings: PackSettings,
     provenance: Provenance,
     on_image: Callable[[int, int], None] | None = None,
-    adapter: FaceAdapter | None = None,
+    references: Sequence = (),
 ) -> RenderedPack:
-    """Render `settings.count` images per style with the LoRA in `lora_dir` and/or the face `adapter`
-    (as `settings.identity` says) and disclose each one.
+    """Render `settings.count` images per style with `generator` (generation/generator.py) and disclose each one.
 
     Pixels never leave this function undisclosed: each image is watermarked, signed (reference photos as
-    ingredients, the identity method and the hash of every model part) and registered before it is returned.
+    ingredients, the identity method and the hash of every model part used) and registered before it is
+    returned. `references` are the accepted photos, for a generator that conditions on them (faceid).
     """
-    from generation.training import LORA_FILE, file_sha256
+    from generation.generator import RenderSettings
     from provenance import disclose_image
 
-    method = settings.identity
-    lora, subject = None, f"a {settings.training.class_word}"
-    if method.trains_lora:
-        lora_path = Path(lora_dir) / LORA_FILE if lora_dir is not None else None
-        if lora_path is None or not lora_path.exists():
-            raise PackError(f"no {LORA_FILE} in {lora_dir}; train one with `headshot train --out {lora_dir}`")
-        lora = {"file": str(lora_path), "sha256": file_sha256(lora_path)}
-        use_saved_lora(model.pipeline, lora_dir)
-        subject = trained_subject(lora_dir, settings.training.subject)
-    if method.uses_adapter != (adapter is not None):
-        raise PackError(f"the {method.name} method {'needs' if method.uses_adapter else 'takes no'} face adapter")
-    if adapter is not None:
-        try:
-            adapter.attach(model.pipeline)
-        except IdentityError as exc:
-            raise PackError(str(exc)) from None
-    rendered = render(
-        model.pipeline,
+    rendering = generator.render(
+        references,
         settings.styles,
-        subject,
-        settings.count,
-        seed=settings.seed,
-        steps=settings.inference_steps,
-        size=settings.size,
+        RenderSettings(settings.count, settings.inference_steps, settings.size, settings.seed),
         progress=on_image,
-        conditioning=(lambda batch, guidance: adapter.inputs(model.pipeline, batch, guidance)) if adapter else None,
     )
-    generator = f"Stable Diffusion XL ({model.source.name}) with " + IDENTITY_GENERATORS[method.name]
-    hashes = model_hashes(model.sha256, lora["sha256"] if lora else None, adapter)
-    identity = {"method": method.name, "adapter": adapter.describe() if adapter else None}
+    model_hashes = {part.role: part.sha256 for part in rendering.parts}
     images = []
-    for image in rendered:
-        image.parameters.update(identity=method.name, **({"ip_adapter_scale": method.scale} if adapter else {}))
+    for image in rendering.images:
         buffer = io.BytesIO()
         image.pixels.save(buffer, "PNG")
         disclosure = disclose_image(
@@ -302,9 +263,9 @@ def render_disclosed(
             provenance.signing_identity,
             provenance.registry,
             reference_hashes=reference_hashes,
-            generator=generator,
-            model_hashes=hashes,
-            generation_parameters={"identity_method": method.name},
+            generator=rendering.description,
+            model_hashes=model_hashes,
+            generation_parameters={"identity_method": rendering.method},
             limits=provenance.limits,
         )
         images.append(
@@ -313,13 +274,16 @@ def render_disclosed(
                 data=disclosure.data,
                 style=image.style,
                 seed=image.seed,
-                parameters=image.parameters,
+                parameters={**image.parameters, "identity": rendering.method},
                 manifest_label=disclosure.manifest_label,
                 payload=disclosure.payload,
                 watermarked=disclosure.watermarked,
             )
         )
+    model = generator.model
     described = {"source": str(model.source), "sha256": model.sha256, "device": model.device, "dtype": model.dtype_name}
+    lora = next(({"file": p.source, "sha256": p.sha256} for p in rendering.parts if p.role == "identity-lora"), None)
+    identity = {"method": rendering.method, "adapter": rendering.details.get("adapter")}
     return RenderedPack(described, lora, images, identity)
 
 
@@ -450,25 +414,7 @@ Base model <code>{report["model"]["sha256"][:16]}…</code>{parts},
 """
 
 
-IDENTITY_GENERATORS = {
-    "lora": "an identity LoRA",
-    "faceid": "IP-Adapter FaceID (zero-shot identity from an ArcFace face embedding)",
-    "hybrid": "an identity LoRA and IP-Adapter FaceID",
-}
-
-
 def _sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)

@@ -1,13 +1,14 @@
 """Respecting the photographer: a reference photo whose Content Credentials forbid AI training is refused.
 
-The original bytes are read once, when a photo is first accepted and before anything re-encodes it.
+The original bytes' credentials are read once (`provenance.verify_image`), when a photo is first accepted and
+before anything re-encodes it; the permission is decided from that report.
 An operator who holds a licence for such a photo records it (`--licensed PHOTO --licence-note TEXT`);
 the note is kept with the model's record.
 """
 
 from dataclasses import dataclass
 
-from provenance import TrustAnchors, verify_image
+from provenance.verify import CredentialsReport
 
 FORBIDDING_ENTRIES = (
     "c2pa.ai_training",
@@ -25,11 +26,10 @@ class TrainingPermission:
     training_mining: dict | None = None  # the assertion as the photo's credentials carried it
 
 
-def training_permission(data: bytes, trust: TrustAnchors, licence_note: str | None = None) -> TrainingPermission:
-    """May this photo (its original bytes) be used to train a model?"""
-    verdict = verify_image(data, trust)
-    assertion = verdict.c2pa.training_mining
-    if verdict.c2pa.state not in ("trusted", "valid-untrusted") or not assertion:
+def training_permission(credentials: CredentialsReport, licence_note: str | None = None) -> TrainingPermission:
+    """May this photo be used to train a model, given what its original bytes' credentials say?"""
+    assertion = credentials.training_mining
+    if credentials.state not in ("trusted", "valid-untrusted") or not assertion:
         return TrainingPermission(
             True, "no valid training-mining assertion in its Content Credentials", None, assertion
         )
@@ -37,7 +37,7 @@ def training_permission(data: bytes, trust: TrustAnchors, licence_note: str | No
     forbidden = [key for key in FORBIDDING_ENTRIES if (entries.get(key) or {}).get("use") == "notAllowed"]
     if not forbidden:
         return TrainingPermission(True, "its Content Credentials allow AI training", None, assertion)
-    signer = verdict.c2pa.signer.subject if verdict.c2pa.signer else "an unknown signer"
+    signer = credentials.signer.subject if credentials.signer else "an unknown signer"
     if licence_note:
         return TrainingPermission(
             True,

@@ -24,7 +24,6 @@ The loss is read back from the GPU only every `log_every` steps and at checkpoin
 
 import json
 import math
-import random
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -33,21 +32,29 @@ from pathlib import Path
 
 from PIL import Image
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
+from generation.lora_files import (
+    choose_checkpoint,
+    cpu_copy,
+    file_sha256,
+    latest_checkpoint,
+    save_lora,
+    write_checkpoint,
+)
+from generation.training_data import (
+    MAX_STEPS,
+    MIN_STEPS,
+    VIEWS_PER_PHOTO,
+    auto_steps,
+    encode_latents,
+    face_weights,
+    prepare_crops,
+    sample_schedule,
+)
+
 TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
 CLASS_WORDS = ("person", "woman", "man")
 CAPTION = "a photo of {subject}"
-# More photos add little identity to a LoRA (a varied 10-20 is what published recipes use) but, as steps
-# scale with photos, lengthen training linearly; the photos with the largest faces (most detail, least
-# upscaling) are kept.
-MAX_TRAINING_PHOTOS = 20
-VIEWS_PER_PHOTO = 120  # each photo seen about this often (DreamBooth LoRA recipes use 100-200)
-MIN_STEPS, MAX_STEPS = 200, 1500
-ENCODE_CHUNK = 4  # crops per VAE encode call: bounded GPU memory whatever the number of photos
-FACE_MASK_DILATION = 1.5  # the detector's box (brows to chin) grown to take in hair, ears and jaw
 MAX_IDENTIFIER_PIECES = 3
-CHECKPOINT_PATTERN = "step-*"
-KEEP_CHECKPOINTS = 2  # older ones are removed as new ones are written
 LOWER_THE_RATE = "Lower the learning rate (--lr); if it happens at the default, run in float32 (HEADSHOT_DTYPE=float32)"
 
 
@@ -129,145 +136,6 @@ class LikenessCheck:
     backend: object  # scoring.faces.FaceBackend
 
 
-@dataclass(frozen=True)
-class TrainingCrop:
-    photo: int  # index of the photo it was cut from
-    pixels: Image.Image  # resolution x resolution
-    side: int  # the crop's side in the photo's own pixels: its real size, SDXL's original_size
-    face_widths: float | None  # how many face widths the crop spans (None: no face was found)
-    face_box: tuple[float, float, float, float] | None  # the face in `pixels` coordinates
-
-    def time_ids(self, resolution: int) -> list[int]:
-        """SDXL's micro-conditioning: original size (the crop's real side), crop top-left (0, 0: the crop is
-        the intended framing, nothing was cut off), target size."""
-        return [self.side, self.side, 0, 0, resolution, resolution]
-
-
-def prepare_crops(
-    photos: Sequence[Image.Image], config: TrainingConfig, names: Sequence[str] | None = None
-) -> tuple[list[TrainingCrop], list[dict]]:
-    """The training crops of each photo, and per photo a record: used or not, why, and its crops' sizes."""
-    from scoring.faces import detect_faces
-
-    names = list(names) if names is not None else [f"photo {index + 1}" for index in range(len(photos))]
-    upright = [photo.convert("RGB") for photo in photos]
-    faces = [detect_faces(photo) for photo in upright]
-    by_face = sorted(range(len(upright)), key=lambda index: -(faces[index][0].width if faces[index] else 0))
-    kept = set(by_face[:MAX_TRAINING_PHOTOS])
-    crops: list[TrainingCrop] = []
-    records = []
-    for index, photo in enumerate(upright):
-        record = {"name": names[index], "size": list(photo.size)}
-        if index not in kept:
-            records.append(
-                {
-                    **record,
-                    "used": False,
-                    "reason": f"over the cap of {MAX_TRAINING_PHOTOS} training photos; those with larger faces "
-                    "were used",
-                }
-            )
-            continue
-        photo_crops, widest = _crops_of(index, photo, faces[index][0] if faces[index] else None, config)
-        crops += photo_crops
-        record["crops"] = [
-            {"side": crop.side, "face_widths": crop.face_widths, "original_size": [crop.side, crop.side]}
-            for crop in photo_crops
-        ]
-        if photo_crops:
-            records.append({**record, "used": True, "reason": "used"})
-        else:
-            records.append(
-                {
-                    **record,
-                    "used": False,
-                    "reason": f"its face is too small for {config.resolution} px training: its widest crop is "
-                    f"{widest} px, under the minimum of {config.smallest_crop} px; use a closer or "
-                    "higher-resolution photo",
-                }
-            )
-    if not crops:
-        raise TrainingError(
-            "no photo can be used for training: " + "; ".join(f"{r['name']}: {r['reason']}" for r in records)
-        )
-    return crops, records
-
-
-def _crops_of(index: int, photo: Image.Image, face, config: TrainingConfig) -> tuple[list[TrainingCrop], int]:
-    """Crops of one photo at each face width (fewer when the photo is too small for the wider ones)."""
-    width, height = photo.size
-    resolution = config.resolution
-    if face is None:
-        wanted = [(min(width, height), width / 2, height / 2)]
-    else:
-        left, top, right, bottom = face.box
-        face_width, face_height = right - left, bottom - top
-        wanted = []
-        for widths in config.crop_face_widths:
-            side = min(widths * face_width, width, height)
-            # the face a little below the centre in tight crops, in the upper part (with shoulders) in wide ones
-            centre_y = (top + bottom) / 2 - 0.1 * face_height + (widths - 2.2) * 0.25 * face_width
-            wanted.append((side, (left + right) / 2, centre_y))
-    crops, widest = [], 0
-    for side, centre_x, centre_y in wanted:
-        side = int(side)
-        widest = max(widest, side)
-        if side < config.smallest_crop or any(abs(side - crop.side) <= 0.02 * side for crop in crops):
-            continue  # too small to train at this resolution, or the photo has no room for a wider crop
-        x0 = min(max(centre_x - side / 2, 0), width - side)
-        y0 = min(max(centre_y - side / 2, 0), height - side)
-        box = (round(x0), round(y0), round(x0) + side, round(y0) + side)
-        pixels = photo.crop(box).resize((resolution, resolution), Image.Resampling.LANCZOS)
-        face_box = None
-        if face is not None:
-            scale = resolution / side
-            face_box = tuple(
-                min(max((value - origin) * scale, 0.0), float(resolution))
-                for value, origin in zip(face.box, (box[0], box[1], box[0], box[1]), strict=True)
-            )
-        face_widths = round(side / (face.box[2] - face.box[0]), 2) if face is not None else None
-        crops.append(TrainingCrop(index, pixels, side, face_widths, face_box))
-    return crops, widest
-
-
-def face_weights(crop: TrainingCrop, latent_size: tuple[int, int], resolution: int, background: float):
-    """Per-latent-pixel loss weights: 1 on the dilated face (an ellipse with a soft edge), `background` elsewhere."""
-    import numpy as np
-
-    height, width = latent_size
-    if crop.face_box is None:
-        return np.ones((height, width), dtype=np.float32)
-    left, top, right, bottom = (value * width / resolution for value in crop.face_box)
-    centre_x, centre_y = (left + right) / 2, (top + bottom) / 2
-    half_width = max(FACE_MASK_DILATION * (right - left) / 2, 1.0)
-    half_height = max(FACE_MASK_DILATION * (bottom - top) / 2, 1.0)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
-    radius = np.sqrt(((x - centre_x) / half_width) ** 2 + ((y - centre_y) / half_height) ** 2)
-    mask = np.clip((1.25 - radius) / 0.25, 0.0, 1.0)
-    return (background + (1.0 - background) * mask).astype(np.float32)
-
-
-def auto_steps(photos: int, batch_size: int) -> int:
-    """Steps that show each photo about VIEWS_PER_PHOTO times, within MIN_STEPS..MAX_STEPS."""
-    return min(MAX_STEPS, max(MIN_STEPS, math.ceil(VIEWS_PER_PHOTO * photos / batch_size)))
-
-
-def sample_schedule(
-    crops_per_photo: Sequence[Sequence[int]], steps: int, batch_size: int, seed: int
-) -> list[list[int]]:
-    """The crop indices of every step's batch: photos drawn without replacement (each photo once per epoch,
-    in a shuffled order), one of the photo's crops at random each time; a function of the seed alone."""
-    order: list[int] = []
-    epoch = 0
-    while len(order) < steps * batch_size:
-        rng = random.Random(f"{seed}:{epoch}")
-        photos = list(range(len(crops_per_photo)))
-        rng.shuffle(photos)
-        order += [rng.choice(crops_per_photo[photo]) for photo in photos]
-        epoch += 1
-    return [order[step * batch_size : (step + 1) * batch_size] for step in range(steps)]
-
-
 def check_identifier(pipeline, config: TrainingConfig) -> dict:
     """Check the identifier and class word against both tokenizers; return how each tokenizes them.
 
@@ -305,19 +173,6 @@ def check_identifier(pipeline, config: TrainingConfig) -> dict:
             f"the identifier {config.token!r} contains the common word(s) {', '.join(common)}: choose a rare word"
         )
     return {"token": config.token, "class_word": config.class_word, "pieces": pieces}
-
-
-def choose_checkpoint(checkpoints: Sequence[dict]) -> dict | None:
-    """The checkpoint whose validation renders look most like the person: the highest mean likeness, the
-    later one on a tie (so the last when no render showed the person)."""
-    if not checkpoints:
-        return None
-    best = max(checkpoints, key=lambda checkpoint: (checkpoint["likeness"], checkpoint["step"]))
-    if best["likeness"] > 0:
-        reason = f"highest mean likeness of its {best['images']} validation renders"
-    else:
-        reason = "no validation render showed the person (a face like theirs, not a copy of a photo): the last"
-    return {"step": best["step"], "likeness": best["likeness"], "reason": reason}
 
 
 def train_identity_lora(
@@ -372,7 +227,7 @@ def train_identity_lora(
         return TrainingResult(None, None, 0)
     for module in (unet, vae, pipeline.text_encoder, pipeline.text_encoder_2):
         module.requires_grad_(False)
-    latent_mean, latent_std = _encode_latents(vae, crops, device)
+    latent_mean, latent_std = encode_latents(vae, crops, device)
     scaling = vae.config.scaling_factor
     with torch.no_grad():
         caption = CAPTION.format(subject=config.subject)
@@ -412,7 +267,7 @@ def train_identity_lora(
     snr_weights = _snr_weights(scheduler, config.snr_gamma).to(device)
 
     start_step, losses, validations, best = 0, [], [], None
-    latest = _latest_checkpoint(checkpoints_dir) if resume else None
+    latest = latest_checkpoint(checkpoints_dir) if resume else None
     if latest is not None:
         state = torch.load(latest / "state.pt", map_location=device, weights_only=False)
         set_peft_model_state_dict(unet, state["lora"])
@@ -421,7 +276,7 @@ def train_identity_lora(
             scaler.load_state_dict(state["scaler"])
         start_step, losses, validations = state["step"], state["losses"], state.get("validation", [])
         if state.get("best") is not None:
-            best = {**state["best"], "lora": state["best"]["lora"] or _cpu_copy(state["lora"])}
+            best = {**state["best"], "lora": state["best"]["lora"] or cpu_copy(state["lora"])}
         for parameter in lora_parameters:
             parameter.data = parameter.data.float()
 
@@ -438,7 +293,7 @@ def train_identity_lora(
             "validation": list(validations),
             "best": kept,
         }
-        _save_checkpoint(checkpoints_dir, step, state, on_checkpoint)
+        write_checkpoint(checkpoints_dir, step, state, on_checkpoint)
 
     unet.train()
     started = time.monotonic()
@@ -494,7 +349,7 @@ def train_identity_lora(
                     unet.train()
                     if best is None or validations[-1]["likeness"] >= best["likeness"]:
                         best = {"step": step, "likeness": validations[-1]["likeness"], "lora": None}
-                        best["lora"] = _cpu_copy(get_peft_model_state_dict(unet))
+                        best["lora"] = cpu_copy(get_peft_model_state_dict(unet))
                 save_checkpoint(step)
             if progress:
                 elapsed = time.monotonic() - started
@@ -516,7 +371,7 @@ def train_identity_lora(
     elif best is not None and choice["step"] != step:
         set_peft_model_state_dict(unet, best["lora"])
     _check_weights(lora_parameters, choice["step"])
-    lora_path = _save_lora(pipeline, output_dir, lora_config, get_peft_model_state_dict)
+    lora_path = save_lora(pipeline, output_dir, lora_config, get_peft_model_state_dict)
     lora_sha256 = file_sha256(lora_path)
     training = {
         **(record or {}),
@@ -570,35 +425,6 @@ def _check_weights(parameters: list, step: int) -> None:
             f"training diverged: the LoRA's weights are no longer finite after step {step}, so they were not "
             "saved (the checkpoints before that step are intact). " + LOWER_THE_RATE
         )
-
-
-def _encode_latents(vae, crops: Sequence[TrainingCrop], device):
-    """Mean and std of each crop's latent distribution, in chunks of ENCODE_CHUNK, in float32 unless the VAE
-    is safe in its own dtype (SDXL's VAE overflows in fp16: its config says force_upcast)."""
-    import torch
-
-    own_dtype = vae.dtype
-    encode_dtype = torch.float32 if vae.config.force_upcast else own_dtype
-    if encode_dtype != own_dtype:
-        vae.to(dtype=encode_dtype)
-    means, stds = [], []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(crops), ENCODE_CHUNK):
-                pixels = torch.stack([_to_tensor(crop.pixels) for crop in crops[start : start + ENCODE_CHUNK]])
-                distribution = vae.encode(pixels.to(device, dtype=encode_dtype)).latent_dist
-                means.append(distribution.mean.float())
-                stds.append(distribution.std.float())
-    finally:
-        if encode_dtype != own_dtype:
-            vae.to(dtype=own_dtype)
-    mean, std = torch.cat(means), torch.cat(stds)
-    if not bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
-        raise TrainingError(
-            "the VAE produced non-finite latents from the photos: the model's VAE is broken or overflowed; "
-            "check the model files"
-        )
-    return mean, std
 
 
 def _snr_weights(scheduler, gamma: float | None):
@@ -655,80 +481,7 @@ def _validate(pipeline, config: TrainingConfig, check: LikenessCheck, step: int)
     }
 
 
-def _cpu_copy(state: dict) -> dict:
-    return {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
-
-
 def smoothed(losses: Sequence[float], window: int = 10) -> list[float]:
     """Moving average of a loss curve, for reports (single diffusion losses are noisy)."""
     window = max(1, min(window, len(losses)))
     return [sum(losses[max(0, i - window + 1) : i + 1]) / (i - max(0, i - window + 1) + 1) for i in range(len(losses))]
-
-
-def _to_tensor(image: Image.Image):
-    import numpy as np
-    import torch
-
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1)
-
-
-def _latest_checkpoint(directory: Path) -> Path | None:
-    candidates = [path for path in directory.glob(CHECKPOINT_PATTERN) if (path / "state.pt").exists()]
-    return max(candidates, key=lambda path: int(path.name.removeprefix("step-")), default=None)
-
-
-def _save_checkpoint(directory: Path, step: int, state: dict, on_checkpoint=None) -> None:
-    """Write to a temporary folder and rename it, so an interrupted write never looks like a checkpoint."""
-    import shutil
-
-    import torch
-
-    final = directory / f"step-{step:06d}"
-    if final.exists():
-        return
-    partial = directory / f".step-{step:06d}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    torch.save(state, partial / "state.pt")
-    partial.rename(final)
-    for older in sorted(directory.glob(CHECKPOINT_PATTERN))[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(older, ignore_errors=True)
-    if on_checkpoint:
-        on_checkpoint(final)
-
-
-def use_saved_lora(pipeline, lora_dir: Path) -> None:
-    """Replace the adapter being trained by the saved LoRA file, so images come from exactly that file."""
-    from diffusers.utils import logging
-
-    if "default" in getattr(pipeline.unet, "peft_config", {}):
-        pipeline.unet.delete_adapters("default")
-    if "identity" in getattr(pipeline.unet, "peft_config", {}):
-        pipeline.unet.delete_adapters("identity")
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()  # "no LoRA keys for the text encoders": expected, only the UNet is trained
-    try:
-        pipeline.load_lora_weights(str(lora_dir), weight_name=LORA_FILE, adapter_name="identity")
-    finally:
-        logging.set_verbosity(verbosity)
-
-
-def _save_lora(pipeline, output_dir: Path, lora_config, get_state) -> Path:
-    from diffusers.utils import convert_state_dict_to_diffusers
-
-    layers = convert_state_dict_to_diffusers(get_state(pipeline.unet))
-    pipeline.save_lora_weights(
-        output_dir, unet_lora_layers=layers, unet_lora_adapter_metadata=lora_config.to_dict(), safe_serialization=True
-    )
-    return output_dir / LORA_FILE
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -13,8 +13,9 @@ from provenance.credentials import (
     TrustAnchors,
 )
 from provenance.disclose import Disclosure, disclose_image, parse_model_hashes
+from provenance.evidence import Evidence
 from provenance.images import ImageInputError, ImageLimits, detect_format
-from provenance.verify import Evidence, Verdict, VerifyFailure, verify_image, verify_path
+from provenance.verify import Verdict, VerifyFailure, verify_image, verify_path
 
 __all__ = [
     "CertificateInfo",

@@ -10,7 +10,6 @@ Layout of the credentials directory (private keys are written 0600 and never pri
 import datetime as dt
 import fcntl
 import importlib
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+
+from provenance.files import write_atomically
 
 C2PA_CLAIM_SIGNING = ObjectIdentifier("1.3.6.1.4.1.62558.2.1")
 DOCUMENT_SIGNING = ObjectIdentifier("1.3.6.1.5.5.7.3.36")
@@ -207,8 +208,8 @@ class CredentialStore:
         _trial_sign(identity)
         with self._locked():
             self._retire_current()
-            _write_private(self.key_path, _private_pem(key))
-            _write_public(self.chain_path, b"".join(_pem(cert) for cert in chain))
+            write_atomically(self.key_path, _private_pem(key), mode=0o600)
+            write_atomically(self.chain_path, b"".join(_pem(cert) for cert in chain))
         return CertificateInfo.of("signing", leaf)
 
     def describe(self) -> list[CertificateInfo]:
@@ -277,8 +278,8 @@ class CredentialStore:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(self.directory / "root-ca.key", _private_pem(key))
-        _write_public(self.root_cert_path, _pem(cert))
+        write_atomically(self.directory / "root-ca.key", _private_pem(key), mode=0o600)
+        write_atomically(self.root_cert_path, _pem(cert))
 
     def _issue_signing_certificate(self) -> None:
         root = _load_chain(self.root_cert_path)[0]
@@ -305,8 +306,8 @@ class CredentialStore:
             .sign(root_key, hashes.SHA256())
         )
         self._retire_current()
-        _write_private(self.key_path, _private_pem(key))
-        _write_public(self.chain_path, _pem(cert) + _pem(root))
+        write_atomically(self.key_path, _private_pem(key), mode=0o600)
+        write_atomically(self.chain_path, _pem(cert) + _pem(root))
 
     def _retire_current(self) -> None:
         if not self.chain_path.exists():
@@ -314,7 +315,7 @@ class CredentialStore:
         leaf = _load_chain(self.chain_path)[0]
         retired = self.directory / "retired"
         retired.mkdir(exist_ok=True)
-        _write_public(retired / f"signing-{format(leaf.serial_number, 'x')}.pem", _pem(leaf))
+        write_atomically(retired / f"signing-{format(leaf.serial_number, 'x')}.pem", _pem(leaf))
 
     def _needs_renewal(self, leaf: x509.Certificate) -> bool:
         """Renew a day before expiry (or a tenth of the lifetime, when that is shorter)."""
@@ -458,19 +459,3 @@ def _private_pem(key) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a key atomically, readable by the owner only from the moment it exists."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

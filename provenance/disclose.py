@@ -49,12 +49,12 @@ def software_agent(generator: str | None) -> str:
 
 
 def parse_model_hashes(pairs: Sequence[str]) -> dict[str, str]:
-    """Parse NAME=HEX pairs as given on the command line."""
+    """Parse NAME=HEX pairs (a model's name and the SHA-256 of its weights); ValueError names a bad pair."""
     hashes: dict[str, str] = {}
     for pair in pairs:
         name, sep, digest = pair.partition("=")
         if not sep or not name.strip() or not _HEX.match(digest.strip()):
-            raise ImageInputError(f"--model-hash {pair!r}: expected NAME=HEX, e.g. sdxl-base=3f2a...")
+            raise ValueError(f"model hash {pair!r}: expected NAME=HEX, e.g. sdxl-base=3f2a...")
         hashes[name.strip()] = digest.strip().lower()
     return hashes
 
@@ -103,7 +103,8 @@ def disclose_image(
     try:
         builder.sign(identity.c2pa_signer(), mime_type, io.BytesIO(_with_xmp(pixels_file, agent)), signed)
     except c2pa.C2paError as exc:
-        if identity.timestamp_url and "http" in str(exc):
+        # c2pa reports a time-stamp request that failed as a signature error (its HTTP resolver's message inside)
+        if identity.timestamp_url and isinstance(exc, c2pa.C2paError.Signature):
             raise CredentialsError(
                 f"the timestamp authority {identity.timestamp_url} could not be reached ({exc}); "
                 "nothing was signed. Check HEADSHOT_TIMESTAMP_URL or the network"

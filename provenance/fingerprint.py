@@ -15,11 +15,11 @@ A query computes one frame hash and one face hash and compares them with every r
 
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image
 
+from scoring.faces import PHASH_SIDE, perceptual_hash
+
 ALGORITHM = "io.github.headshot.fingerprint.phash-v1"
-HASH_SIDE = 256  # hashes are computed on a copy this size: pHash looks at 32x32 anyway
 FRAME_VARIANTS = {
     "full": (0.0, 0.0, 1.0, 1.0),
     "centre90": (0.05, 0.05, 0.95, 0.95),
@@ -40,35 +40,24 @@ class Fingerprints:
 def fingerprint_for_registry(image: Image.Image) -> Fingerprints:
     """All frame variants and the face hash, for registering a disclosed image."""
     small = _small_grey(image)
-    frame = tuple(_phash(_crop(small, box)) for box in FRAME_VARIANTS.values())
+    frame = tuple(perceptual_hash(_crop(small, box)) for box in FRAME_VARIANTS.values())
     return Fingerprints(frame=frame, face=_face_hash(image))
 
 
 def fingerprint_for_query(image: Image.Image) -> Fingerprints:
     """The whole-frame and face hashes of a photo to look up."""
-    return Fingerprints(frame=(_phash(_small_grey(image)),), face=_face_hash(image))
-
-
-def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
+    return Fingerprints(frame=(perceptual_hash(image),), face=_face_hash(image))
 
 
 def _small_grey(image: Image.Image) -> Image.Image:
     grey = image.convert("L")
-    return grey.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX) if max(grey.size) > HASH_SIDE else grey
+    return grey.resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.BOX) if max(grey.size) > PHASH_SIDE else grey
 
 
 def _crop(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
     width, height = image.size
     left, top, right, bottom = box
     return image.crop((round(left * width), round(top * height), round(right * width), round(bottom * height)))
-
-
-def _phash(image: Image.Image) -> int:
-    import imagehash
-
-    bits = imagehash.phash(image).hash.flatten()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
 def _face_hash(image: Image.Image) -> int | None:
@@ -79,4 +68,4 @@ def _face_hash(image: Image.Image) -> int | None:
     faces = detect_faces(image)
     if not faces:
         return None
-    return _phash(align_face(image, faces[0], size=128, padding=0.25).convert("L"))
+    return perceptual_hash(align_face(image, faces[0], size=128, padding=0.25).convert("L"))

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from provenance.evidence import Evidence
+
 # IPTC digital source types (http://cv.iptc.org/newscodes/digitalsourcetype/), by their last path segment.
 AI_SOURCE_TYPES = {"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"}
 CAPTURE_SOURCE_TYPES = {"digitalCapture", "computationalCapture", "negativeFilm", "positiveFilm", "print"}
@@ -28,16 +30,9 @@ _MAX_TEXT = 500
 
 
 @dataclass
-class MetadataEvidence:
-    source: str  # "xmp" | "exif" | "png-text"
-    detail: str
-    strength: str  # "strong" | "weak"
-
-
-@dataclass
 class MetadataReport:
     fields: dict = field(default_factory=dict)
-    evidence: list[MetadataEvidence] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
 
     @property
     def declares_ai(self) -> bool:
@@ -69,12 +64,10 @@ def _read_xmp(image: Image.Image, report: MetadataReport) -> None:
     report.fields["xmp"] = xmp
     source_type = source_type_name(xmp.get("DigitalSourceType"))
     if source_type in AI_SOURCE_TYPES:
-        report.evidence.append(
-            MetadataEvidence("xmp", f"XMP declares the IPTC digital source type '{source_type}'", "strong")
-        )
+        report.evidence.append(Evidence("xmp", f"XMP declares the IPTC digital source type '{source_type}'", "strong"))
     tool = xmp.get("CreatorTool", "")
     if KNOWN_GENERATORS.search(tool):
-        report.evidence.append(MetadataEvidence("xmp", f"XMP CreatorTool names an AI generator: {tool!r}", "weak"))
+        report.evidence.append(Evidence("xmp", f"XMP CreatorTool names an AI generator: {tool!r}", "weak"))
 
 
 def _xmp_values(raw: bytes | str) -> dict[str, str] | None:
@@ -125,7 +118,7 @@ def _read_exif(image: Image.Image, report: MetadataReport) -> None:
     report.fields["exif"] = fields
     for name, value in fields.items():
         if KNOWN_GENERATORS.search(value):
-            report.evidence.append(MetadataEvidence("exif", f"EXIF {name} names an AI generator: {value!r}", "weak"))
+            report.evidence.append(Evidence("exif", f"EXIF {name} names an AI generator: {value!r}", "weak"))
 
 
 def _read_png_text(image: Image.Image, report: MetadataReport) -> None:
@@ -136,19 +129,19 @@ def _read_png_text(image: Image.Image, report: MetadataReport) -> None:
     parameters = chunks.get("parameters", "")
     if re.search(r"\bSteps:\s*\d+", parameters) and re.search(r"\b(Sampler|Seed|CFG scale):", parameters):
         report.evidence.append(
-            MetadataEvidence(
+            Evidence(
                 "png-text",
                 "PNG 'parameters' chunk holds Stable Diffusion generation settings (steps, sampler, seed)",
                 "strong",
             )
         )
     if _is_comfyui_graph(chunks.get("prompt")) or _is_comfyui_graph(chunks.get("workflow")):
-        report.evidence.append(MetadataEvidence("png-text", "PNG text holds a ComfyUI generation graph", "strong"))
+        report.evidence.append(Evidence("png-text", "PNG text holds a ComfyUI generation graph", "strong"))
     for key, value in chunks.items():
         match = KNOWN_GENERATORS.search(value)
         if match and key not in ("parameters", "prompt", "workflow"):
             report.evidence.append(
-                MetadataEvidence("png-text", f"PNG text chunk {key!r} names an AI generator: {match[0]!r}", "weak")
+                Evidence("png-text", f"PNG text chunk {key!r} names an AI generator: {match[0]!r}", "weak")
             )
 
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from provenance.fingerprint import Fingerprints, fingerprint_for_query, hamming
+from provenance.evidence import Evidence
+from provenance.fingerprint import Fingerprints, fingerprint_for_query
 from provenance.registry import Candidate, RegistryEntry, SoftBindingRegistry
 from provenance.watermark import Z_THRESHOLD, read_watermark
+from scoring.faces import hash_distance
 
 FRAME_THRESHOLD = 10
 FACE_THRESHOLD = 12
@@ -25,22 +27,15 @@ MAX_CANDIDATES = 10
 
 
 @dataclass(frozen=True)
-class SoftBindingFinding:
-    source: str  # "watermark" | "fingerprint"
-    detail: str
-    strength: str  # "strong" | "weak"
-
-
-@dataclass(frozen=True)
 class SoftBindingResult:
     entry: RegistryEntry | None  # the registered image this photo is a copy of, if matched
-    findings: list[SoftBindingFinding]
+    findings: list[Evidence]
 
 
 def find_disclosure(image: Image.Image, registry: SoftBindingRegistry) -> SoftBindingResult:
     reading = read_watermark(image)
     query = fingerprint_for_query(image)
-    findings: list[SoftBindingFinding] = []
+    findings: list[Evidence] = []
     if reading.payload is not None:
         entry = registry.find_payload(reading.payload)
         detail = (
@@ -48,13 +43,11 @@ def find_disclosure(image: Image.Image, registry: SoftBindingRegistry) -> SoftBi
             f"(threshold {Z_THRESHOLD:.0f}), {reading.agreement_with(reading.payload):.0%} of code bits agree"
         )
         if entry is not None:
-            findings.append(
-                SoftBindingFinding("watermark", f"{detail}; registered as {entry.manifest_label}", "strong")
-            )
+            findings.append(Evidence("watermark", f"{detail}; registered as {entry.manifest_label}", "strong"))
             findings.append(_describe(_compare(query, entry)))
             return SoftBindingResult(entry, findings)
         findings.append(
-            SoftBindingFinding(
+            Evidence(
                 "watermark",
                 f"{detail}, but the payload is not in this registry: a headshot disclosure from another "
                 "installation, or one whose record was removed",
@@ -67,7 +60,7 @@ def find_disclosure(image: Image.Image, registry: SoftBindingRegistry) -> SoftBi
         agreement = reading.agreement_with(candidate.entry.payload)
         if agreement >= AGREEMENT_THRESHOLD:
             findings.append(
-                SoftBindingFinding(
+                Evidence(
                     "watermark",
                     f"{agreement:.0%} of received watermark code bits agree with the payload of "
                     f"{candidate.entry.manifest_label} (threshold {AGREEMENT_THRESHOLD:.0%}; sync z = "
@@ -78,7 +71,7 @@ def find_disclosure(image: Image.Image, registry: SoftBindingRegistry) -> SoftBi
             findings.append(_describe(candidate))
             return SoftBindingResult(candidate.entry, findings)
     findings.extend(
-        SoftBindingFinding(
+        Evidence(
             "fingerprint",
             _distances(candidate) + f"; {candidate.entry.manifest_label} resembles this photo, but its "
             "watermark does not confirm it (fingerprints alone are not proof)",
@@ -90,16 +83,16 @@ def find_disclosure(image: Image.Image, registry: SoftBindingRegistry) -> SoftBi
 
 
 def _compare(query: Fingerprints, entry: RegistryEntry) -> Candidate:
-    frame = min(hamming(query.frame[0], variant) for variant in entry.fingerprints.frame)
+    frame = min(hash_distance(query.frame[0], variant) for variant in entry.fingerprints.frame)
     both = query.face is not None and entry.fingerprints.face is not None
-    return Candidate(entry, frame, hamming(query.face, entry.fingerprints.face) if both else None)
+    return Candidate(entry, frame, hash_distance(query.face, entry.fingerprints.face) if both else None)
 
 
-def _describe(candidate: Candidate) -> SoftBindingFinding:
+def _describe(candidate: Candidate) -> Evidence:
     within = candidate.frame_distance <= FRAME_THRESHOLD or (
         candidate.face_distance is not None and candidate.face_distance <= FACE_THRESHOLD
     )
-    return SoftBindingFinding("fingerprint", _distances(candidate), "strong" if within else "weak")
+    return Evidence("fingerprint", _distances(candidate), "strong" if within else "weak")
 
 
 def _distances(candidate: Candidate) -> str:

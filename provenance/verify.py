@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from provenance.credentials import TrustAnchors
+from provenance.evidence import Evidence
 from provenance.images import MIME_TYPES, ImageInputError, ImageLimits, decode_image, read_file
 from provenance.metadata import AI_SOURCE_TYPES, CAPTURE_SOURCE_TYPES, read_metadata, source_type_name
 from provenance.registry import SoftBindingRegistry
@@ -36,12 +37,6 @@ _ACTIONS_LABELS = ("c2pa.actions", "c2pa.actions.v2")
 class Signer(BaseModel):
     subject: str
     issuer: str
-
-
-class Evidence(BaseModel):
-    source: Literal["c2pa", "xmp", "exif", "png-text", "watermark", "fingerprint"]
-    detail: str
-    strength: Literal["strong", "weak"]
 
 
 class CredentialsReport(BaseModel):
@@ -111,13 +106,13 @@ def verify_image(
     image = decode_image(data, limits)
     credentials, c2pa_evidence = _read_credentials(data, MIME_TYPES[image.format], trust, remote_manifests)
     metadata = read_metadata(image)
-    evidence = c2pa_evidence + [Evidence(**vars(item)) for item in metadata.evidence]
+    evidence = c2pa_evidence + metadata.evidence
     recovered = None
     if registry is not None and credentials.state in ("none", "invalid"):
         from provenance.soft_binding import find_disclosure
 
         result = find_disclosure(image, registry)
-        evidence += [Evidence(**vars(finding)) for finding in result.findings]
+        evidence += result.findings
         recovered = result.entry.manifest if result.entry else None
     label = _decide_label(credentials, recovered is not None, metadata.declares_ai)
     return Verdict(

@@ -22,6 +22,25 @@ from PIL import Image
 DETECTION_SIDE = 640  # detect on a copy whose long side is at most this; HOG is about 20 ms there
 
 
+PHASH_SIDE = 256  # pHash looks at 32x32 anyway: larger images are shrunk to this first (box filter)
+
+
+def perceptual_hash(image: Image.Image) -> int:
+    """The 64-bit pHash (imagehash's DCT hash) of an image: the one pHash every package uses (scoring's
+    duplicate and near-copy checks, the registry's frame and face fingerprints, the training lookup)."""
+    import imagehash
+
+    grey = image.convert("L")
+    if max(grey.size) > PHASH_SIDE:
+        grey = grey.resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.BOX)
+    return int(str(imagehash.phash(grey)), 16)
+
+
+def hash_distance(a: int, b: int) -> int:
+    """Bits that differ between two 64-bit hashes (Hamming distance)."""
+    return (a ^ b).bit_count()
+
+
 class FaceBackendError(RuntimeError):
     """A face backend cannot be used (e.g. a missing or incomplete model pack); the message says what to do."""
 

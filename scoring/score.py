@@ -18,7 +18,7 @@ from PIL import Image
 
 from scoring import checks
 from scoring.eyes import check_eye_highlights
-from scoring.faces import Face, FaceBackend, embedding_distance
+from scoring.faces import Face, FaceBackend, embedding_distance, hash_distance, perceptual_hash
 from scoring.hands import HandReport, assess_hands, check_hands
 from scoring.likeness import LikenessScore, likeness
 
@@ -181,7 +181,7 @@ def select_top(reports: Sequence[CandidateReport], top_k: int) -> list[Candidate
     chosen: list[CandidateReport] = []
     duplicates: dict[str, str] = {}
     for report in ranked:
-        twin = next((c for c in chosen if _hamming(c.frame_hash, report.frame_hash) <= DUPLICATE_PHASH), None)
+        twin = next((c for c in chosen if hash_distance(c.frame_hash, report.frame_hash) <= DUPLICATE_PHASH), None)
         if twin is not None:
             duplicates[report.file] = twin.file
             continue
@@ -262,7 +262,7 @@ def _rejection(analysis: Analysis, accepted_so_far: list[ReferencePhoto], backen
     if not sharpness.passed:
         return f"face too blurred (sharpness {sharpness.value}, at least {checks.SHARPNESS_MIN:g})"
     for other in accepted_so_far:
-        if other.accepted and _hamming(other.analysis.frame_hash, analysis.frame_hash) <= DUPLICATE_PHASH:
+        if other.accepted and hash_distance(other.analysis.frame_hash, analysis.frame_hash) <= DUPLICATE_PHASH:
             return f"near-duplicate of {other.name}"
     return None
 
@@ -274,23 +274,12 @@ def _near_copy(analysis: Analysis, identity: Identity, backend: FaceBackend) -> 
         if (
             ref.face_hash is not None
             and analysis.face_hash is not None
-            and min(_hamming(ref.face_hash, analysis.face_hash), _hamming(ref.mirrored_face_hash, analysis.face_hash))
+            and min(
+                hash_distance(ref.face_hash, analysis.face_hash),
+                hash_distance(ref.mirrored_face_hash, analysis.face_hash),
+            )
             <= NEAR_COPY_FACE_PHASH
             and embedding_distance(backend, ref.embedding, analysis.embedding) <= limit
         ):
             return reference.name
     return None
-
-
-def perceptual_hash(image: Image.Image) -> int:
-    """64-bit pHash of the whole image (on a copy of at most 256 px)."""
-    import imagehash
-
-    small = image.convert("L")
-    if max(small.size) > 256:
-        small = small.resize((256, 256), Image.Resampling.BOX)
-    return int(str(imagehash.phash(small)), 16)
-
-
-def _hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()

@@ -13,27 +13,28 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
 
 from service.api_docs import docs_router
-from service.limits import rate_limiter
-from service.request_guard import PUBLIC_PAGE, Limiters, RequestGuard, largest_body
+from service.request_guard import PUBLIC_PAGE, RequestGuard, largest_body
 from service.routes import audit, jobs, records, subjects, verify, webhooks
 from service.security_headers import SecurityHeaders
+from service.services import Services
 from service.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    services = Services(settings)  # its collaborators are built on first use, once for this app
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        settings.registry()  # load the fingerprint index now, so that /healthz answering means ready
+        services.registry  # noqa: B018  (loads the fingerprint index now: /healthz answering means ready)
         if settings.broker_url:  # stages go to `headshot worker`s through Celery
             from service.worker import CeleryDispatcher
 
-            app.state.jobs = CeleryDispatcher(settings)
+            app.state.jobs = CeleryDispatcher(services)
         else:
-            from service.jobs import InProcessWorker
+            from service.in_process_worker import InProcessWorker
 
-            app.state.jobs = InProcessWorker(settings)
+            app.state.jobs = InProcessWorker(services)
         app.state.jobs.start()
         yield
         app.state.jobs.stop()
@@ -49,13 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.router.redirect_slashes = False  # Starlette builds those redirects from the Host header
     app.state.settings = settings
-    redis_url = settings.resolved_redis_url
-    limiters = Limiters(
-        keys=rate_limiter(settings.rate_limit_per_minute, "key", redis_url),
-        public=rate_limiter(settings.public_rate_limit_per_minute, "public", redis_url),
-        auth_failures=rate_limiter(settings.auth_failures_per_minute, "auth-failure", redis_url),
-    )
-    app.add_middleware(RequestGuard, settings=settings, limiters=limiters)
+    app.state.services = services
+    app.add_middleware(RequestGuard, services=services)
     app.add_middleware(SecurityHeaders)
     # Uploaded files stay in memory up to the largest body a route takes (the guard refuses larger ones):
     # nothing of a photo is written to a temporary file. The parser's setting is per process: keep the largest.

@@ -19,8 +19,9 @@ class PeriodicWork:
     """`send_delivery(delivery_id)` hands a delivery on (to Celery); without it, deliveries are sent by a
     pool of threads of this process (the in-process worker)."""
 
-    def __init__(self, settings, send_delivery: Callable[[str], None] | None = None):
-        self.settings = settings
+    def __init__(self, services, send_delivery: Callable[[str], None] | None = None):
+        self.services = services
+        self.settings = services.settings
         self._senders = None
         if send_delivery is None:
             self._senders = ThreadPoolExecutor(IN_PROCESS_SENDERS, thread_name_prefix="headshot-webhook")
@@ -41,10 +42,9 @@ class PeriodicWork:
 
     def run_once(self) -> None:
         from service.audit_anchor import anchor_if_due
-        from service.database import engine_for
         from service.webhooks import dispatch_due
 
-        engine = engine_for(self.settings.resolved_database_url)
+        engine = self.services.engine
         dispatch_due(engine, self.send_delivery, DISPATCH_CLAIM_SECONDS + self.settings.webhook_timeout_seconds)
         if self.settings.timestamp_url and time.monotonic() >= self._next_anchor:
             period = self.settings.audit_anchor_seconds
@@ -58,7 +58,7 @@ class PeriodicWork:
     def _send_here(self, delivery_id: str) -> None:
         from service.webhooks import deliver
 
-        self._senders.submit(deliver, self.settings, delivery_id)
+        self._senders.submit(deliver, self.services, delivery_id)
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_SECONDS):

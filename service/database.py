@@ -5,7 +5,6 @@ up to date on first use; a shared PostgreSQL database is upgraded by the operato
 so that several replicas starting at once never race to migrate it.
 """
 
-from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine
@@ -20,9 +19,8 @@ class DatabaseError(RuntimeError):
     """The database cannot be used as it is; the message says what to do."""
 
 
-@lru_cache(maxsize=4)
 def engine_for(url: str) -> Engine:
-    """One engine per database URL and process, with an up-to-date schema."""
+    """An engine with an up-to-date schema (service/services.py keeps one per process)."""
     engine = new_engine(url)
     if url.startswith("sqlite:///"):
         upgrade(engine)

@@ -1,4 +1,5 @@
-"""What the routes are given: the settings, a database session, the caller (from its API key), the audit log."""
+"""What the routes are given: the settings, the services built from them (service/services.py), a database
+session, the caller (from its API key), the audit log."""
 
 import hashlib
 import secrets
@@ -10,6 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlmodel import Session, select
 
 from service.audit_chain import record
+from service.services import Services
 from service.settings import Settings
 from service.tables import ApiKey, AuditEvent
 from service.text import unsafe_character
@@ -33,10 +35,12 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:
-    from service.database import engine_for
+async def get_services(request: Request) -> Services:
+    return request.app.state.services
 
-    with Session(engine_for(settings.resolved_database_url)) as session:
+
+def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterator[Session]:
+    with Session(services.engine) as session:
         yield session
 
 
@@ -114,3 +118,4 @@ def audit(session: Session, caller: Caller, action: str, object_type: str, objec
 
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ServicesDep = Annotated[Services, Depends(get_services)]

@@ -15,15 +15,20 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
-# KEYS[1]: the bucket's hash; ARGV: capacity, tokens per second, expiry in ms. Returns the wait (a string:
-# Redis truncates Lua numbers to integers). The clock is the Redis server's, so replicas' clocks don't matter.
-TAKE_SCRIPT = """
+# KEYS[1]: the bucket's hash; ARGV: capacity, tokens per second, expiry in ms. The clock is the Redis server's,
+# so replicas' clocks don't matter. Both scripts first refill the bucket for the time since its last use.
+_REFILL = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1000000
 local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens, last = tonumber(state[1]) or capacity, tonumber(state[2]) or now
 tokens = math.min(capacity, tokens + math.max(0, now - last) * rate)
+"""
+# Take a token; returns the wait (a string: Redis truncates Lua numbers to integers).
+TAKE_SCRIPT = (
+    _REFILL
+    + """
 local wait = 0
 if tokens >= 1 then
   tokens = tokens - 1
@@ -34,19 +39,17 @@ redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return tostring(wait)
 """
+)
 # The same arithmetic, read-only: the wait a request would have, without taking a token.
-PEEK_SCRIPT = """
-local now = redis.call('TIME')
-now = tonumber(now[1]) + tonumber(now[2]) / 1000000
-local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens, last = tonumber(state[1]) or capacity, tonumber(state[2]) or now
-tokens = math.min(capacity, tokens + math.max(0, now - last) * rate)
+PEEK_SCRIPT = (
+    _REFILL
+    + """
 if tokens >= 1 then
   return '0'
 end
 return tostring((1 - tokens) / rate)
 """
+)
 
 
 class RateLimiter:

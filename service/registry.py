@@ -5,7 +5,6 @@ import json
 import threading
 import time
 from collections.abc import Iterable
-from functools import lru_cache
 
 import numpy as np
 from sqlalchemy import BigInteger, Column, Integer, LargeBinary, Text, cast, func
@@ -156,13 +155,6 @@ class DatabaseRegistry:
                     np.array([face is not None for face in faces]),
                 )
                 self._last_id = ids[-1]
-
-
-@lru_cache(maxsize=4)
-def open_registry(database_url: str, max_staleness: float = 1.0) -> DatabaseRegistry:
-    from service.database import engine_for
-
-    return DatabaseRegistry(engine_for(database_url), max_staleness)
 
 
 def _entry(row: RegisteredImage) -> RegistryEntry:

@@ -76,10 +76,11 @@ def largest_body(max_upload_bytes: int) -> int:
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, settings, limiters: Limiters):
+    def __init__(self, app: ASGIApp, services):
         self.app = app
-        self.settings = settings
-        self.limiters = limiters
+        self.services = services
+        self.settings = services.settings
+        self.limiters = services.limiters
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,7 +117,6 @@ class RequestGuard:
         """The caller behind the bearer key, or why not (runs in a worker thread: it reads the database)."""
         from sqlmodel import Session, select
 
-        from service.database import engine_for
         from service.tables import ApiKey
 
         failures = self.limiters.auth_failures
@@ -126,7 +126,7 @@ class RequestGuard:
         if scheme.lower() != "bearer" or not key.strip():
             return self._failed(address, "missing API key: send `Authorization: Bearer <key>`")
         try:
-            with Session(engine_for(self.settings.resolved_database_url)) as session:
+            with Session(self.services.engine) as session:
                 row = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(key.strip()))).first()
         except SQLAlchemyError:
             return Refusal(503, "the database is busy or unreachable; retry shortly", {"Retry-After": "5"})

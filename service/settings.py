@@ -1,13 +1,12 @@
 """The one settings class: every option is a `HEADSHOT_` environment variable."""
 
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from provenance import CredentialStore, ImageLimits, TrustAnchors
+from provenance import ImageLimits
 
 
 class Settings(BaseSettings):
@@ -148,94 +147,3 @@ class Settings(BaseSettings):
     @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
-
-    @cached_property
-    def credentials(self) -> CredentialStore:
-        from service.files import private_directory
-
-        private_directory(self.resolved_credentials_dir)
-        return CredentialStore(
-            self.resolved_credentials_dir,
-            signer_name=self.signer_name,
-            organization=self.signer_organization,
-            lifetime=self.certificate_lifetime_days,
-            timestamp_url=self.timestamp_url,
-            signing_callback=self.signing_callback,
-            signing_chain=self.signing_chain,
-        )
-
-    @cached_property
-    def audit_keys(self):
-        """The installation's audit key, which signs exports and training records (service/signed_records.py)."""
-        from service.signed_records import AuditKeyStore
-
-        return AuditKeyStore(self.resolved_credentials_dir)
-
-    def face_analyser(self):
-        """The configured face backend; insightface needs HEADSHOT_INSIGHTFACE_PACK."""
-        if self.face_backend == "insightface":
-            from scoring.insightface_backend import InsightFaceBackend
-
-            if self.insightface_pack is None:
-                from scoring.faces import FaceBackendError
-
-                raise FaceBackendError(
-                    "HEADSHOT_FACE_BACKEND=insightface needs HEADSHOT_INSIGHTFACE_PACK, the directory of a model pack"
-                )
-            return InsightFaceBackend(self.insightface_pack)
-        from scoring.faces import DlibBackend
-
-        return DlibBackend(use_68_landmarks=self.dlib_68_landmarks)
-
-    def identity_method(self, name: str = "lora", ip_adapter: Path | None = None, adapter_scale: float | None = None):
-        """How a pack carries the person's identity: `name` with this installation's adapter and insightface pack
-        (`ip_adapter` overrides HEADSHOT_IP_ADAPTER). Checked at once: a missing file is an IdentityError."""
-        from generation.faceid import IdentityMethod
-
-        method = IdentityMethod(name, ip_adapter or self.ip_adapter, self.insightface_pack, adapter_scale)
-        method.check()
-        return method
-
-    def load_sdxl(self, model: Path | None = None, config: Path | None = None):
-        """Load the SDXL model given on the command line, or HEADSHOT_SDXL_MODEL."""
-        from generation.models import MemoryOptions, ModelError, load_model
-        from service.files import private_directory
-
-        path = model or self.sdxl_model
-        if path is None:
-            raise ModelError(
-                "no SDXL model configured: pass --model DIR or set HEADSHOT_SDXL_MODEL to a local diffusers folder "
-                "or .safetensors file (`headshot models tiny DIR` writes a tiny random one for trying things out)"
-            )
-        return load_model(
-            path,
-            config=config or self.sdxl_config,
-            device=self.device,
-            dtype=self.dtype,
-            memory=MemoryOptions(
-                vae_tiling=self.vae_tiling, vae_slicing=self.vae_slicing, cpu_offload=self.cpu_offload
-            ),
-            cache_dir=private_directory(self.data_dir / "cache"),
-        )
-
-    def registry(self):
-        """The soft-binding registry in the configured database (one per process and URL)."""
-        from service.registry import open_registry
-
-        return open_registry(self.resolved_database_url, self.registry_max_staleness)
-
-    def storage(self):
-        """Where uploads, LoRA weights and outputs live (service/storage.py)."""
-        from service.storage import DirectoryStorage
-
-        return DirectoryStorage(self.resolved_storage_dir)
-
-    def remote_manifests(self):
-        """The fetcher of remote manifests from the allowed hosts, or None: fetching is off (the default)."""
-        from provenance.remote_manifests import RemoteManifestFetcher
-
-        return RemoteManifestFetcher.for_hosts(self.remote_manifest_hosts)
-
-    def trust(self) -> TrustAnchors:
-        """The local root (once created) plus the operator's extra anchors; read anew on each call."""
-        return self.credentials.trust_anchors(extra=self.trust_anchors)

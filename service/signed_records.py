@@ -18,12 +18,12 @@ does both checks.
 import datetime as dt
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from provenance.files import write_atomically
 from service.audit_chain import canonical
 
 ALGORITHM = "Ed25519"
@@ -89,7 +89,7 @@ class AuditKeyStore:
                 old = OKPKey.import_key(self.key_path.read_bytes())
                 self.retired_dir.mkdir(exist_ok=True)
                 public = _public_jwk(old)
-                _write_public(self.retired_dir / f"{public['kid']}.json", json.dumps(public, indent=2).encode())
+                write_atomically(self.retired_dir / f"{public['kid']}.json", json.dumps(public, indent=2).encode())
             self._write_new_key()
         return self.signing_key().kid
 
@@ -120,27 +120,11 @@ class AuditKeyStore:
     def _write_new_key(self) -> None:
         from joserfc.jwk import OKPKey
 
-        _write_private(self.key_path, OKPKey.generate_key("Ed25519").as_pem(private=True))
+        write_atomically(self.key_path, OKPKey.generate_key("Ed25519").as_pem(private=True), mode=0o600)
 
 
 def _public_jwk(key) -> dict:
     return {**key.as_dict(private=False), "kid": key.thumbprint(), "alg": ALGORITHM, "use": "sig"}
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a key atomically, readable by the owner only from the moment it exists."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def sign_record(document: dict, record_type: str, key) -> dict:

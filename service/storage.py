@@ -6,12 +6,11 @@ they run on several machines), so a row in the database names a file that every 
 store can follow by implementing the same six methods; nothing else touches the files.
 """
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from provenance.files import write_atomically
 from service.files import private_directory
 
 
@@ -48,10 +47,7 @@ class DirectoryStorage:
     def write(self, key: str, data: bytes) -> None:
         path = self._path(key)
         private_directory(path.parent)
-        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp creates it 0600
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(partial, path)
+        write_atomically(path, data, mode=0o600)
 
     def read(self, key: str) -> bytes:
         try:
@@ -62,10 +58,7 @@ class DirectoryStorage:
     def upload(self, key: str, source: Path) -> None:
         path = self._path(key)
         private_directory(path.parent)
-        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, kept by copyfile
-        os.close(fd)
-        shutil.copyfile(source, partial)
-        os.replace(partial, path)
+        write_atomically(path, Path(source), mode=0o600)
 
     def download(self, key: str, target: Path) -> None:
         private_directory(target.parent)

@@ -180,12 +180,10 @@ class AttemptResult:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def deliver(settings, delivery_id: str) -> str | None:
+def deliver(services, delivery_id: str) -> str | None:
     """Make one attempt at a due delivery and record it; returns the delivery's status after it (None if
     the delivery was not due, or another sender has it)."""
-    from service.database import engine_for
-
-    engine = engine_for(settings.resolved_database_url)
+    settings, engine = services.settings, services.engine
     now = _now()
     with Session(engine) as session:
         delivery = session.get(WebhookDelivery, delivery_id)

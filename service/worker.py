@@ -22,7 +22,8 @@ import threading
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.background import PeriodicWork
-from service.jobs import QUEUE_FOR_STAGE, remove_stale_scratch, run_stage, sweep, worker_name
+from service.jobs import QUEUE_FOR_STAGE, sweep, worker_name
+from service.stages import remove_stale_scratch, run_stage
 
 RUN_STAGE = "headshot.run_stage"
 DELIVER_WEBHOOK = "headshot.deliver_webhook"
@@ -49,8 +50,8 @@ def celery_app(settings):
 class CeleryDispatcher:
     """What the API replicas use to hand stages to the workers."""
 
-    def __init__(self, settings):
-        self.app = celery_app(settings)
+    def __init__(self, services):
+        self.app = celery_app(services.settings)
         # a broker that is down fails a dispatch at once (one quick retry), not after seconds of retries:
         # the job stays queued and the sweeper hands it on when the broker is back
         self.app.conf.broker_transport_options = {
@@ -74,23 +75,22 @@ class CeleryDispatcher:
         self.app.send_task(DELIVER_WEBHOOK, args=[delivery_id], queue="webhooks", retry=False)
 
 
-def run_worker(settings, queues: list[str], name: str | None = None) -> None:
+def run_worker(services, queues: list[str], name: str | None = None) -> None:
     """Serve the given queues until stopped (SIGTERM finishes the current stage first)."""
     from celery import signals
 
-    from service.database import engine_for
-
-    engine = engine_for(settings.resolved_database_url)  # fails early and clearly on an unmigrated database
-    for folder in remove_stale_scratch(settings):
+    settings = services.settings
+    engine = services.engine  # fails early and clearly on an unmigrated database
+    for folder in remove_stale_scratch(services):
         log.warning("removed %s: left by a worker that stopped mid-stage", folder)
     app = celery_app(settings)  # consumes, retrying the broker as long as it takes
-    dispatcher = CeleryDispatcher(settings)  # hands stages on, failing fast (the sweeper retries)
+    dispatcher = CeleryDispatcher(services)  # hands stages on, failing fast (the sweeper retries)
     worker = name or worker_name("+".join(queues))
 
     @app.task(name=RUN_STAGE, bind=True)
     def run(task, job_id: str, stage: str) -> None:
         try:
-            run_stage(settings, job_id, stage, worker=worker, dispatch=dispatcher.dispatch)
+            run_stage(services, job_id, stage, worker=worker, dispatch=dispatcher.dispatch)
         except SQLAlchemyError as exc:  # the database is away: try this message again shortly
             raise task.retry(exc=exc, countdown=10, max_retries=None) from None
 
@@ -98,10 +98,10 @@ def run_worker(settings, queues: list[str], name: str | None = None) -> None:
     def deliver_webhook(delivery_id: str) -> None:
         from service.webhooks import deliver
 
-        deliver(settings, delivery_id)  # if the database is away, its claim runs out and it is dispatched again
+        deliver(services, delivery_id)  # if the database is away, its claim runs out and it is dispatched again
 
     stopping = threading.Event()
-    periodic = PeriodicWork(settings, dispatcher.dispatch_delivery)
+    periodic = PeriodicWork(services, dispatcher.dispatch_delivery)
 
     def sweep_forever() -> None:
         while not stopping.wait(max(0.5, settings.lease_seconds / 2)):

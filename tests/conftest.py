@@ -147,8 +147,6 @@ def fresh_postgres_database() -> Iterator[str]:
 
     import psycopg
 
-    from service.database import engine_for
-
     name = f"headshot_test_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
@@ -160,7 +158,6 @@ def fresh_postgres_database() -> Iterator[str]:
     try:
         yield url
     finally:
-        engine_for.cache_clear()
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

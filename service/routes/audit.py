@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 from sqlmodel import select
 
-from service.deps import Caller, SessionDep, SettingsDep, audit, require
+from service.deps import Caller, ServicesDep, SessionDep, audit, require
 from service.routes.subjects import subject_out, tombstone_out
 from service.tables import AuditEvent, Headshot, Job, Photo, Subject, Tombstone
 from service.uploads import image_error, read_upload
@@ -57,13 +57,13 @@ def _visible_headshot(session, caller: Caller, **where) -> Headshot | None:
 
 
 @router.get("/v1/audit/headshots/{headshot_id}")
-def audit_headshot(headshot_id: str, caller: Auditor, session: SessionDep, settings: SettingsDep) -> dict:
+def audit_headshot(headshot_id: str, caller: Auditor, session: SessionDep, services: ServicesDep) -> dict:
     headshot = _visible_headshot(session, caller, id=headshot_id)
     if headshot is None:
         raise HTTPException(404, f"no headshot {headshot_id}")
     audit(session, caller, "audit-read", "headshot", headshot_id)
     session.commit()
-    return settings.audit_keys.sign(_chain(session, headshot), "headshot-chain")
+    return services.audit_keys.sign(_chain(session, headshot), "headshot-chain")
 
 
 @router.post("/v1/audit/lookup")
@@ -71,19 +71,19 @@ def audit_lookup(
     file: Annotated[UploadFile, File(description="A headshot, possibly a stripped copy.")],
     caller: Auditor,
     session: SessionDep,
-    settings: SettingsDep,
+    services: ServicesDep,
 ) -> dict:
     """The chain behind an uploaded headshot, found by its credentials or, for stripped copies, soft bindings."""
     from provenance import ImageInputError, verify_image
 
-    data = read_upload(file, settings.max_upload_bytes)
+    data = read_upload(file, services.settings.max_upload_bytes)
     try:
         verdict = verify_image(
             data,
-            settings.trust(),
-            settings.image_limits,
-            registry=settings.registry(),
-            remote_manifests=settings.remote_manifests(),
+            services.trust(),
+            services.settings.image_limits,
+            registry=services.registry,
+            remote_manifests=services.remote_manifests,
         )
     except ImageInputError as exc:
         raise image_error(exc, file.filename) from None
@@ -95,7 +95,7 @@ def audit_lookup(
     headshot = _visible_headshot(session, caller, manifest_label=label) if label else None
     if headshot is not None:
         chain = {"found": True, "verdict_label": verdict.label, **_chain(session, headshot)}
-        return settings.audit_keys.sign(chain, "headshot-chain")
+        return services.audit_keys.sign(chain, "headshot-chain")
     erased = [
         tombstone_out(t)
         for t in session.exec(select(Tombstone)).all()
@@ -109,15 +109,15 @@ def training_lookup(
     file: Annotated[UploadFile, File(description="Any photo: was it (or a near-duplicate) used for training?")],
     caller: Auditor,
     session: SessionDep,
-    settings: SettingsDep,
+    services: ServicesDep,
 ) -> dict:
     from provenance import ImageInputError
     from provenance.images import decode_image
-    from scoring.score import perceptual_hash
+    from scoring.faces import hash_distance, perceptual_hash
 
-    data = read_upload(file, settings.max_upload_bytes)
+    data = read_upload(file, services.settings.max_upload_bytes)
     try:
-        image = decode_image(data, settings.image_limits)
+        image = decode_image(data, services.settings.image_limits)
     except ImageInputError as exc:
         raise image_error(exc, file.filename) from None
     sha256 = hashlib.sha256(data).hexdigest()
@@ -127,7 +127,7 @@ def training_lookup(
         if not caller.sees(photo.tenant):
             continue
         exact = photo.sha256 == sha256
-        distance = (int(photo.frame_hash, 16) ^ frame_hash).bit_count() if photo.frame_hash else None
+        distance = hash_distance(int(photo.frame_hash, 16), frame_hash) if photo.frame_hash else None
         if exact or (distance is not None and distance <= NEAR_DUPLICATE_PHASH):
             subject = session.get(Subject, photo.subject_id)
             jobs = session.exec(select(Job).where(Job.subject_id == photo.subject_id, Job.kind != "generate")).all()
@@ -164,7 +164,7 @@ def training_lookup(
 
 
 @router.get("/v1/audit/subjects/{subject_id}/export")
-def export_subject(subject_id: str, caller: Auditor, session: SessionDep, settings: SettingsDep) -> dict:
+def export_subject(subject_id: str, caller: Auditor, session: SessionDep, services: ServicesDep) -> dict:
     """The subject's whole record (or its tombstone), signed; each audit event with its place in the chain."""
     subject = session.get(Subject, subject_id)
     if subject is None or not caller.sees(subject.tenant):
@@ -172,7 +172,7 @@ def export_subject(subject_id: str, caller: Auditor, session: SessionDep, settin
         if tombstone is not None and caller.sees(tombstone.tenant):
             audit(session, caller, "audit-export", "subject", subject_id, "tombstone")
             session.commit()
-            return settings.audit_keys.sign({"subject": None, "tombstone": tombstone_out(tombstone)}, "subject-export")
+            return services.audit_keys.sign({"subject": None, "tombstone": tombstone_out(tombstone)}, "subject-export")
         raise HTTPException(404, f"no subject {subject_id}")
     photos = session.exec(select(Photo).where(Photo.subject_id == subject.id)).all()
     jobs = session.exec(select(Job).where(Job.subject_id == subject.id)).all()
@@ -229,4 +229,4 @@ def export_subject(subject_id: str, caller: Auditor, session: SessionDep, settin
             for e in events
         ],
     }
-    return settings.audit_keys.sign(export, "subject-export")
+    return services.audit_keys.sign(export, "subject-export")

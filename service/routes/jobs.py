@@ -1,63 +1,23 @@
 """Studios: train / generate / pack jobs, and the headshots they produce."""
 
 import json
-import math
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from sqlmodel import select
 
-from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
+from service.deps import Caller, ServicesDep, SessionDep, audit, get_owned, require
+from service.job_parameters import JobParameters
 from service.jobs import STAGES, dispatch_job
 from service.routes.subjects import get_subject
 from service.tables import Headshot, Job, Photo
-from service.text import plain_text
 from service.webhooks import job_ended
 
 router = APIRouter(tags=["jobs"])
 Studio = Annotated[Caller, Depends(require("studio"))]
 NEEDS = {"train": {"training"}, "generate": {"generation"}, "pack": {"training", "generation"}}
-MAX_CHECKPOINTS = 100  # checkpoints one training run may write (the latest two are kept)
-
-
-class JobParameters(BaseModel):
-    steps: int | None = Field(
-        None, ge=1, le=100_000, description="Training steps; default: scaled by the number of accepted photos."
-    )
-    batch_size: int = Field(2, ge=1, le=16, description="Photos per training step (their latents are cached).")
-    class_word: Literal["person", "woman", "man"] = Field(
-        "person", description="Who the photos show; the caption is 'a photo of hsk <class_word>'."
-    )
-    resolution: int | None = Field(None, ge=32, le=2048, description="Training resolution; default: size.")
-    rank: int = Field(16, ge=1, le=256)
-    alpha: int = Field(16, ge=1, le=1024)
-    learning_rate: float = Field(1e-4, gt=0, le=1)
-    seed: int = Field(0, ge=0, le=2**63 - 1)
-    styles: list[plain_text(64)] | None = Field(
-        None, max_length=50, description="Style preset names (default: all presets)."
-    )
-    count: int = Field(4, ge=1, le=100, description="Images per style.")
-    inference_steps: int = Field(30, ge=1, le=200)
-    size: int = Field(1024, ge=32, le=2048)
-    top_k: int = Field(10, ge=1, le=1000)
-    checkpoint_every: int = Field(
-        100, ge=1, description=f"Steps between checkpoints; at least steps / {MAX_CHECKPOINTS}."
-    )
-    lora_job_id: plain_text(64) | None = Field(
-        None, description="For generate: the succeeded train job whose LoRA to use."
-    )
-
-    @model_validator(mode="after")
-    def few_enough_checkpoints(self) -> "JobParameters":
-        least = math.ceil(self.steps / MAX_CHECKPOINTS)
-        if self.checkpoint_every < least:
-            raise ValueError(
-                f"checkpoint_every must be at least {least} for {self.steps} steps "
-                f"(at most {MAX_CHECKPOINTS} checkpoints a run)"
-            )
-        return self
 
 
 class JobIn(BaseModel):
@@ -95,7 +55,7 @@ def get_job(session, caller: Caller, job_id: str) -> Job:
 
 @router.post("/v1/subjects/{subject_id}/jobs", status_code=202)
 def create_job(
-    subject_id: str, body: JobIn, request: Request, caller: Studio, session: SessionDep, settings: SettingsDep
+    subject_id: str, body: JobIn, request: Request, caller: Studio, session: SessionDep, services: ServicesDep
 ) -> dict:
     subject = get_subject(session, caller, subject_id)
     if subject.consent_withdrawn_at is not None:
@@ -103,16 +63,16 @@ def create_job(
     missing = NEEDS[body.kind] - set(json.loads(subject.consent_scope))
     if missing:
         raise HTTPException(409, f"the subject's consent does not cover {', '.join(sorted(missing))}")
-    if settings.sdxl_model is None:
+    if services.settings.sdxl_model is None:
         raise HTTPException(503, "no SDXL model is configured on this server (HEADSHOT_SDXL_MODEL); ask its operator")
-    _check_styles(body.parameters.styles, settings)
+    _check_styles(body.parameters.styles, services)
     if not session.exec(select(Photo).where(Photo.subject_id == subject.id, Photo.accepted)).first():
         raise HTTPException(409, "the subject has no accepted reference photo; upload some first")
     active = session.exec(select(Job).where(Job.tenant == subject.tenant, Job.status.in_(("queued", "running")))).all()
-    if len(active) >= settings.max_active_jobs:
+    if len(active) >= services.settings.max_active_jobs:
         raise HTTPException(
             429,
-            f"{len(active)} jobs are queued or running for this tenant (limit {settings.max_active_jobs}); "
+            f"{len(active)} jobs are queued or running for this tenant (limit {services.settings.max_active_jobs}); "
             "wait for some to finish",
             {"Retry-After": "60"},
         )
@@ -137,12 +97,12 @@ def create_job(
     return job_out(job)
 
 
-def _check_styles(styles: list[str] | None, settings) -> None:
+def _check_styles(styles: list[str] | None, services) -> None:
     """Unknown style names are the caller's mistake (422) now, not a failed job after training."""
     from generation.presets import PresetError, load_presets, select_presets
 
     try:
-        presets = load_presets(settings.presets_file)
+        presets = load_presets(services.settings.presets_file)
     except PresetError as exc:
         raise HTTPException(503, f"this server's style presets cannot be read ({exc}); ask its operator") from None
     try:
@@ -225,7 +185,7 @@ def list_headshots(subject_id: str, caller: Studio, session: SessionDep) -> dict
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "The disclosed file."}},
 )
-def download_headshot(headshot_id: str, caller: Studio, session: SessionDep, settings: SettingsDep) -> Response:
+def download_headshot(headshot_id: str, caller: Studio, session: SessionDep, services: ServicesDep) -> Response:
     """The disclosed file (there is no undisclosed one). Downloading it marks it delivered."""
     import datetime as dt
 
@@ -233,7 +193,7 @@ def download_headshot(headshot_id: str, caller: Studio, session: SessionDep, set
 
     headshot = get_owned(session, caller, Headshot, headshot_id, "headshot")
     try:
-        data = settings.storage().read(headshot.storage_key)
+        data = services.storage.read(headshot.storage_key)
     except StorageError:
         raise HTTPException(
             410, f"headshot {headshot.id}: its file is missing from storage; ask the operator to restore it"

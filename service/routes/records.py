@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException
 from sqlmodel import select
 
-from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
+from service.deps import Caller, ServicesDep, SessionDep, audit, get_owned, require
 from service.tables import Job, Photo, Subject
 
 router = APIRouter(tags=["audit"])
@@ -14,14 +14,14 @@ StudioOrAuditor = Annotated[Caller, Depends(require("studio", "auditor"))]
 
 
 @router.get("/.well-known/jwks.json")
-def jwks(settings: SettingsDep) -> dict:
+def jwks(services: ServicesDep) -> dict:
     """The installation's audit keys (JWKS): the current one first, then retired ones, which still verify
     what they signed. No key is needed to read them."""
-    return settings.audit_keys.jwks()
+    return services.audit_keys.jwks()
 
 
 @router.get("/v1/jobs/{job_id}/training-record")
-def training_record(job_id: str, caller: StudioOrAuditor, session: SessionDep, settings: SettingsDep) -> dict:
+def training_record(job_id: str, caller: StudioOrAuditor, session: SessionDep, services: ServicesDep) -> dict:
     """What a trained model was made from, signed: the base model's and the LoRA's hashes, each reference
     photo's SHA-256 with the consent it was given under, licence notes, and when it was trained."""
     from service.storage import StorageError
@@ -35,7 +35,7 @@ def training_record(job_id: str, caller: StudioOrAuditor, session: SessionDep, s
     if not job.lora_key:
         raise HTTPException(409, f"job {job.id} has not trained its LoRA yet ({job.status}, at {job.stage})")
     try:
-        training = json.loads(settings.storage().read(job.lora_key + "training.json"))
+        training = json.loads(services.storage.read(job.lora_key + "training.json"))
     except StorageError:
         raise HTTPException(
             410, f"job {job.id}: its training.json is missing from storage; ask the operator to restore it"
@@ -86,4 +86,4 @@ def training_record(job_id: str, caller: StudioOrAuditor, session: SessionDep, s
     }
     audit(session, caller, "training-record", "job", job.id)
     session.commit()
-    return settings.audit_keys.sign(record, "training-record")
+    return services.audit_keys.sign(record, "training-record")

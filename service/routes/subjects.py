@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlmodel import select
 
-from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
+from service.deps import Caller, ServicesDep, SessionDep, audit, get_owned, require
 from service.tables import Headshot, Job, Photo, Subject, Tombstone
 from service.text import plain_text
 from service.uploads import image_error, read_upload
@@ -88,7 +88,7 @@ def upload_photo(
     file: Annotated[UploadFile, File(description="A photo of the subject (JPEG, PNG or WebP).")],
     caller: Studio,
     session: SessionDep,
-    settings: SettingsDep,
+    services: ServicesDep,
 ) -> dict:
     """Store a reference photo: its original bytes' hash is its identity; its own credentials are read first."""
     from generation.permissions import training_permission
@@ -98,11 +98,11 @@ def upload_photo(
     subject = get_subject(session, caller, subject_id)
     if subject.consent_withdrawn_at is not None:
         raise HTTPException(409, "consent was withdrawn for this subject; no photos can be added")
-    data = read_upload(file, settings.max_upload_bytes)
+    data = read_upload(file, services.settings.max_upload_bytes)
     try:
-        image = decode_image(data, settings.image_limits)
-        credentials = verify_image(data, settings.trust(), settings.image_limits).c2pa
-        permission = training_permission(data, settings.trust())
+        image = decode_image(data, services.settings.image_limits)
+        credentials = verify_image(data, services.trust(), services.settings.image_limits).c2pa
+        permission = training_permission(credentials)
     except ImageInputError as exc:
         raise image_error(exc, file.filename) from None
     sha256 = hashlib.sha256(data).hexdigest()
@@ -113,9 +113,9 @@ def upload_photo(
     accepted, reason = permission.allowed, permission.reason
     frame_hash = None
     if accepted:
-        accepted, reason, frame_hash = _reference_check(session, subject, image, settings)
+        accepted, reason, frame_hash = _reference_check(session, subject, image, services)
     storage_key = f"subjects/{subject.id}/photos/{sha256}{_extension(image.format)}"
-    settings.storage().write(storage_key, _without_location(data))
+    services.storage.write(storage_key, _without_location(data))
     photo = Photo(
         subject_id=subject.id,
         tenant=subject.tenant,
@@ -141,7 +141,7 @@ def upload_photo(
 
 
 @router.post("/v1/subjects/{subject_id}/consent/withdraw")
-def withdraw_consent(subject_id: str, caller: Studio, session: SessionDep, settings: SettingsDep) -> dict:
+def withdraw_consent(subject_id: str, caller: Studio, session: SessionDep, services: ServicesDep) -> dict:
     """Stop the subject's jobs and erase the subject (see DELETE /v1/subjects/{id})."""
     subject = get_subject(session, caller, subject_id)
     subject.consent_withdrawn_at = dt.datetime.now(dt.UTC)
@@ -154,22 +154,22 @@ def withdraw_consent(subject_id: str, caller: Studio, session: SessionDep, setti
         {"subject_id": subject.id, "withdrawn_at": subject.consent_withdrawn_at.isoformat()},
     )
     session.commit()
-    return erase(session, caller, subject, settings)
+    return erase(session, caller, subject, services)
 
 
 @router.delete("/v1/subjects/{subject_id}")
-def delete_subject(subject_id: str, caller: Studio, session: SessionDep, settings: SettingsDep) -> dict:
-    return erase(session, caller, get_subject(session, caller, subject_id), settings)
+def delete_subject(subject_id: str, caller: Studio, session: SessionDep, services: ServicesDep) -> dict:
+    return erase(session, caller, get_subject(session, caller, subject_id), services)
 
 
-def erase(session, caller: Caller, subject: Subject, settings) -> dict:
+def erase(session, caller: Caller, subject: Subject, services) -> dict:
     """Remove the subject's photos, LoRA weights, images and personal data; keep what recognises delivered ones.
 
     Delivered headshots stay in the soft-binding registry (watermark and fingerprints) with their manifest
     stripped of ingredients (the reference photos' hashes), so a stripped copy still verifies as
     `ai_soft_binding`; undelivered ones leave the registry entirely. A tombstone (hashes only) remains.
     """
-    registry, storage = settings.registry(), settings.storage()
+    registry, storage = services.registry, services.storage
     photos = session.exec(select(Photo).where(Photo.subject_id == subject.id)).all()
     jobs = session.exec(select(Job).where(Job.subject_id == subject.id)).all()
     headshots = session.exec(select(Headshot).where(Headshot.subject_id == subject.id)).all()
@@ -217,19 +217,20 @@ def tombstone_out(tombstone: Tombstone) -> dict:
     }
 
 
-def _reference_check(session, subject: Subject, image, settings) -> tuple[bool, str, str | None]:
+def _reference_check(session, subject: Subject, image, services) -> tuple[bool, str, str | None]:
     """Scoring's reference-set check of this photo against the subject's accepted photos."""
     from provenance.images import decode_image
     from scoring.score import ScoringError, build_identity
 
     previous = session.exec(select(Photo).where(Photo.subject_id == subject.id, Photo.accepted)).all()
-    storage = settings.storage()
+    storage = services.storage
     photos = []
     for photo in previous:  # upright, as the new photo is: decode_image applies their EXIF orientation
-        photos.append((photo.id, decode_image(storage.read(photo.storage_key), settings.image_limits).convert("RGB")))
+        image_limits = services.settings.image_limits
+        photos.append((photo.id, decode_image(storage.read(photo.storage_key), image_limits).convert("RGB")))
     photos.append(("new", image.convert("RGB")))
     try:
-        identity = build_identity(photos, settings.face_analyser())
+        identity = build_identity(photos, services.face_backend)
     except ScoringError:
         identity = None
     if identity is None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from provenance import ImageInputError, Verdict, VerifyFailure, verify_image
-from service.deps import Caller, SessionDep, SettingsDep, audit, require
+from service.deps import Caller, ServicesDep, SessionDep, audit, require
 from service.uploads import image_error, read_upload
 
 router = APIRouter(tags=["verify"])
@@ -18,14 +18,14 @@ Verifier = Annotated[Caller, Depends(require("verifier"))]
 MAX_BATCH = 50
 
 
-def _verify(data: bytes, name: str, settings) -> Verdict:
+def _verify(data: bytes, name: str, services) -> Verdict:
     return verify_image(
         data,
-        settings.trust(),
-        settings.image_limits,
+        services.trust(),
+        services.settings.image_limits,
         name=name,
-        registry=settings.registry(),
-        remote_manifests=settings.remote_manifests(),
+        registry=services.registry,
+        remote_manifests=services.remote_manifests,
     )
 
 
@@ -34,12 +34,12 @@ def verify(
     file: Annotated[UploadFile, File(description="The photo to verify (JPEG, PNG or WebP).")],
     caller: Verifier,
     session: SessionDep,
-    settings: SettingsDep,
+    services: ServicesDep,
 ) -> Verdict:
     """Whether the photo is AI-generated and why: the same JSON as `headshot verify --json`."""
-    data = read_upload(file, settings.max_upload_bytes)
+    data = read_upload(file, services.settings.max_upload_bytes)
     try:
-        verdict = _verify(data, file.filename or "upload", settings)
+        verdict = _verify(data, file.filename or "upload", services)
     except ImageInputError as exc:
         raise image_error(exc, file.filename) from None
     audit(session, caller, "verify", "upload", hashlib.sha256(data).hexdigest(), verdict.label)
@@ -52,7 +52,7 @@ def verify_batch(
     files: Annotated[list[UploadFile], File(description=f"Up to {MAX_BATCH} photos.")],
     caller: Verifier,
     session: SessionDep,
-    settings: SettingsDep,
+    services: ServicesDep,
 ) -> list[Verdict | VerifyFailure]:
     """One result per file, in order; a file that cannot be read gets `{"file", "error"}`."""
     if len(files) > MAX_BATCH:
@@ -61,8 +61,8 @@ def verify_batch(
     for file in files:
         name = file.filename or "upload"
         try:
-            data = read_upload(file, settings.max_upload_bytes)
-            results.append(_verify(data, name, settings))
+            data = read_upload(file, services.settings.max_upload_bytes)
+            results.append(_verify(data, name, services))
         except HTTPException as exc:
             results.append(VerifyFailure(file=name, error=exc.detail))
         except ImageInputError as exc:
@@ -140,14 +140,14 @@ def verify_page_with_slash() -> RedirectResponse:
 
 @router.post("/verify", response_class=HTMLResponse, include_in_schema=False)
 def verify_page_upload(
-    request: Request, settings: SettingsDep, file: Annotated[UploadFile | None, File()] = None
+    request: Request, services: ServicesDep, file: Annotated[UploadFile | None, File()] = None
 ) -> HTMLResponse:
     """The address's rate limit and the body's size were checked before this (service/request_guard.py)."""
     _public_page_enabled(request)
     if file is None or not file.filename:
         return message_response("Choose a photo to check.", 422)
     try:
-        verdict = _verify(read_upload(file, settings.max_upload_bytes), file.filename, settings)
+        verdict = _verify(read_upload(file, services.settings.max_upload_bytes), file.filename, services)
     except HTTPException as exc:
         return message_response(exc.detail, exc.status_code)
     except ImageInputError as exc:

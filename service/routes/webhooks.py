@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete
 from sqlmodel import select
 
-from service.deps import Caller, SessionDep, SettingsDep, audit, get_owned, require
+from service.deps import Caller, ServicesDep, SessionDep, audit, get_owned, require
 from service.tables import Webhook, WebhookDelivery
 from service.webhooks import EVENTS, WebhookUrlError, new_secret, resolve_receiver
 
@@ -51,13 +51,13 @@ def delivery_out(delivery: WebhookDelivery) -> dict:
 
 
 @router.post("/v1/webhooks", status_code=201)
-def create_webhook(body: WebhookIn, caller: Studio, session: SessionDep, settings: SettingsDep) -> dict:
+def create_webhook(body: WebhookIn, caller: Studio, session: SessionDep, services: ServicesDep) -> dict:
     """Register a receiver for the caller's tenant; the answer holds its signing secret, shown only now."""
     unknown = sorted(set(body.events) - set(EVENTS))
     if unknown:
         raise HTTPException(422, f"unknown event {', '.join(unknown)}; use any of {', '.join(EVENTS)}")
     try:
-        resolve_receiver(body.url, settings.webhook_allowed_hosts)
+        resolve_receiver(body.url, services.settings.webhook_allowed_hosts)
     except WebhookUrlError as exc:
         raise HTTPException(422, str(exc)) from None
     webhook = Webhook(

@@ -21,12 +21,13 @@ from generation.faceid import (
     face_embedding,
     face_encoder,
 )
+from generation.lora_files import LORA_FILE
 from generation.models import load_model
 from generation.pack import PackError, PackSettings, Provenance, ReferenceInput, make_pack
 from generation.presets import load_presets, select_presets
 from generation.render import render
 from generation.tiny_faceid import WEIGHTS_FILE
-from generation.training import LORA_FILE, TrainingConfig
+from generation.training import TrainingConfig
 from provenance import ImageLimits, verify_image
 from provenance.registry import InMemoryRegistry
 from service.cli import app
@@ -168,7 +169,8 @@ def test_faceid_pack_without_training(tiny_model, tiny_faceid, tiny_insightface_
     assert report["likeness"]["encoder"] == "dlib"
     assert report["likeness"]["conditioning_encoder"] == "insightface ArcFace"
     adapter = report["adapter"]
-    assert adapter["scale"] == 1.0 and adapter["embedding"]["photos"] == PHOTOS
+    assert adapter["scale"] == 1.0  # the photos are named as the manifest's ingredients are
+    assert adapter["embedding"]["photos"] == ["reference photo 1", "reference photo 2", "reference photo 3"]
     recorded = encoder_record(encoder)
     assert adapter["face_encoder"] == recorded
     reference_hashes = sorted(decision["sha256"] for decision in report["references"])

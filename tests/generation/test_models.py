@@ -207,7 +207,7 @@ def test_memory_options_take_effect(tiny_model, folder_model):
 
 
 def test_cpu_offload_needs_cuda(tiny_model):
-    with pytest.raises(ModelError, match="cpu_offload needs a CUDA device"):
+    with pytest.raises(ModelError, match="CPU offload needs a CUDA device"):
         load_model(tiny_model, device="cpu", memory=MemoryOptions(cpu_offload=True))
 
 

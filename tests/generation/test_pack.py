@@ -11,11 +11,12 @@ from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
 from generation.kohya import KOHYA_FILE
+from generation.lora_files import LORA_FILE, use_saved_lora
 from generation.models import load_model
 from generation.pack import PackSettings, Provenance, ReferenceInput, accept_references, make_pack
 from generation.presets import PresetError, load_presets, select_presets
 from generation.render import render
-from generation.training import LORA_FILE, TrainingConfig, TrainingStopped, train_identity_lora, use_saved_lora
+from generation.training import TrainingConfig, TrainingStopped, train_identity_lora
 from provenance import ImageLimits, verify_image
 from provenance.registry import InMemoryRegistry
 from scoring.faces import DlibBackend

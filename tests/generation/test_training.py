@@ -12,27 +12,20 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from generation.kohya import KOHYA_FILE, export_kohya
+from generation.lora_files import LORA_FILE, choose_checkpoint, use_saved_lora
 from generation.models import MemoryOptions, load_model
 from generation.presets import load_presets, select_presets
 from generation.render import render
 from generation.tiny import SINGLE_FILE_NAME
 from generation.training import (
-    LORA_FILE,
-    MAX_STEPS,
-    MIN_STEPS,
     LikenessCheck,
     TrainingConfig,
     TrainingError,
     TrainingStopped,
-    auto_steps,
     check_identifier,
-    choose_checkpoint,
-    face_weights,
-    prepare_crops,
-    sample_schedule,
     train_identity_lora,
-    use_saved_lora,
 )
+from generation.training_data import MAX_STEPS, MIN_STEPS, auto_steps, face_weights, prepare_crops, sample_schedule
 from tests.conftest import FACES
 
 PHOTOS = ["img1.jpg", "img2.jpg", "img4.jpg"]  # one person

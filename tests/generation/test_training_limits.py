@@ -3,9 +3,10 @@ seed in 0..2^63-1 (the range a job's seed may have), on the tiny model."""
 
 from PIL import Image
 
+from generation.lora_files import KEEP_CHECKPOINTS
 from generation.models import load_model
 from generation.render import seed_for
-from generation.training import KEEP_CHECKPOINTS, TrainingConfig, train_identity_lora
+from generation.training import TrainingConfig, train_identity_lora
 from tests.conftest import FACES
 
 CONFIG = TrainingConfig(steps=6, rank=4, alpha=4, learning_rate=1e-3, resolution=64, checkpoint_every=1)

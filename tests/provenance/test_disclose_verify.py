@@ -206,7 +206,7 @@ def test_model_hash_pairs():
         "lora": "00112233",
     }
     for bad in ["sdxl", "=abcdef0123", "sdxl=not-hex!", "sdxl=abc"]:
-        with pytest.raises(ImageInputError, match="NAME=HEX"):
+        with pytest.raises(ValueError, match="NAME=HEX"):
             parse_model_hashes([bad])
 
 

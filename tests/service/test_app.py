@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 from service.app import create_app
 from service.database import engine_for
 from service.deps import create_key
+from service.services import Services
 from service.settings import Settings
 from service.signed_records import verify_record
 from service.tables import ApiKey, Job
@@ -373,7 +374,7 @@ def test_a_render_taken_over_registers_each_image_once(client, keys, settings):
         session.add(job)
         session.commit()
         job_id = job.id
-    settings.registry().add(  # what the dead attempt registered before it died
+    Services(settings).registry.add(  # what the dead attempt registered before it died
         RegistryEntry(
             payload=0x1234,
             manifest_label="urn:c2pa:from-the-dead-attempt",
@@ -384,7 +385,7 @@ def test_a_render_taken_over_registers_each_image_once(client, keys, settings):
         ),
         job_id=job_id,
     )
-    settings.storage().write(f"jobs/{job_id}/render-1/images/modern-office-1.png", b"half written")
+    Services(settings).storage.write(f"jobs/{job_id}/render-1/images/modern-office-1.png", b"half written")
 
     finished = wait_for(client, keys["studio"], job_id)
     assert finished["status"] == "succeeded" and finished["attempt"] == 3, finished  # render again, then score
@@ -393,7 +394,7 @@ def test_a_render_taken_over_registers_each_image_once(client, keys, settings):
     with Session(engine) as session:
         registered = session.exec(select(RegisteredImage).where(RegisteredImage.job_id == job_id)).all()
     assert len(mine) == 2 and sorted(row.manifest_label for row in registered) == mine
-    assert settings.registry().find_payload(0x1234) is None
+    assert Services(settings).registry.find_payload(0x1234) is None
     assert sorted(path.name for path in (settings.data_dir / "jobs" / job_id).iterdir()) == ["render-2"]
 
 
@@ -446,3 +447,17 @@ def test_consent_withdrawal_stops_jobs_and_erases(client, keys, settings):
             clear_since = time.monotonic()
         time.sleep(0.2)
     assert not any(path.exists() for path in left)
+
+
+def test_the_face_backend_is_loaded_once_per_process(client, keys, monkeypatch):
+    """Uploads share the app's face backend: its models are loaded on the first upload, not on each one."""
+    services = client.app.state.services
+    loads = []
+    real_load = services._load_face_backend
+    monkeypatch.setattr(services, "_load_face_backend", lambda: loads.append(1) or real_load())
+    studio = keys["studio"]
+    subject = client.post("/v1/subjects", json={"display_name": "Ada", "consent": CONSENT}, headers=auth(studio))
+    subject_id = subject.json()["id"]
+    for name in ("img1.jpg", "img2.jpg", "img4.jpg"):
+        assert _upload(client, studio, subject_id, name).json()["accepted"] is True
+    assert len(loads) == 1

@@ -18,6 +18,7 @@ from service.background import PeriodicWork
 from service.cli import app
 from service.database import _config, engine_for
 from service.deps import Caller, audit
+from service.services import Services
 from service.settings import Settings
 from service.tables import AuditAnchor, AuditChainHead, AuditEvent
 from tests.conftest import fresh_postgres_database
@@ -171,7 +172,6 @@ def test_migration_chains_the_events_already_written(tmp_path, engine_kind):
     def check(url: str) -> None:
         _old_database_with_events(url)
         upgrade(sa.create_engine(url))
-        engine_for.cache_clear()
         engine = engine_for(url)
         with Session(engine) as session:
             report = verify_chain(session)
@@ -265,7 +265,7 @@ def test_workers_anchor_the_chain_periodically(tmp_path, database_url, tsa):
         data_dir=tmp_path / "data", database_url=database_url, timestamp_url=tsa.url, audit_anchor_seconds=0.5
     )
     engine = engine_for(database_url)
-    periodic = PeriodicWork(settings)
+    periodic = PeriodicWork(Services(settings))
     periodic.run_once()
     assert tsa.requests == []  # nothing written yet, nothing to anchor
     _write(engine, 2)
@@ -284,5 +284,5 @@ def test_workers_anchor_the_chain_periodically(tmp_path, database_url, tsa):
     settings.timestamp_url = "http://127.0.0.1:9/tsa"  # the authority is away: logged, nothing breaks
     time.sleep(0.6)
     _write(engine, 1)
-    PeriodicWork(settings).run_once()
+    PeriodicWork(Services(settings)).run_once()
     periodic.stop()

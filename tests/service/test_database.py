@@ -28,7 +28,6 @@ def test_postgres_needs_db_upgrade(tmp_path, monkeypatch):
         assert first.exit_code == 0 and f"at {head_revision()} (was None)" in first.output
         again = CliRunner().invoke(app, ["db", "upgrade"])
         assert again.exit_code == 0 and "(was already)" in again.output
-        engine_for.cache_clear()
         engine = engine_for(url)
         assert current_revision(engine) == head_revision()
         engine.dispose()
@@ -79,7 +78,6 @@ def test_migration_0002_turns_paths_into_storage_keys(tmp_path):
             ),
             {"now": now},
         )
-    engine_for.cache_clear()
     upgraded = engine_for(f"sqlite:///{tmp_path / 'old.db'}")  # migrated on first use
     with upgraded.connect() as connection:
         assert connection.execute(sa.text("SELECT storage_key FROM photos")).scalar() == "subjects/s1/photos/abc.jpg"

@@ -33,10 +33,12 @@ from service.app import create_app
 from service.cli import app as cli
 from service.database import engine_for
 from service.deps import create_key
-from service.jobs import claim, run_claimed_stage
+from service.jobs import claim
 from service.request_guard import MAX_JSON_BODY, UPLOAD_ROUTES
 from service.routes.verify import PAGE_POLICY
+from service.services import Services
 from service.settings import Settings
+from service.stages import run_claimed_stage
 from service.tables import ApiKey, AuditEvent, Headshot, Subject
 from tests.conftest import FACES, encode, face_image
 from tests.provenance.manifest_server import recording_server, remote_manifest_jpeg
@@ -328,19 +330,19 @@ def test_a_cancel_takes_effect_before_the_first_training_step(sqlite_settings):
     lease = claim(engine_for(sqlite_settings.resolved_database_url), job_id, "train", "test-worker", 30)
     cancelled = client.post(f"/v1/jobs/{job_id}/cancel", headers=studio)  # the stage is running: a request
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "running"
-    run_claimed_stage(sqlite_settings, lease, "train", app.state.jobs.dispatch)
+    run_claimed_stage(Services(sqlite_settings), lease, "train", app.state.jobs.dispatch)
     job = client.get(f"/v1/jobs/{job_id}", headers=studio).json()
     assert job["status"] == "cancelled" and job["step"] == 0
-    assert sqlite_settings.storage().keys(f"jobs/{job_id}/") == []  # no checkpoint, no LoRA
+    assert Services(sqlite_settings).storage.keys(f"jobs/{job_id}/") == []  # no checkpoint, no LoRA
     assert app.state.jobs == [(job_id, "train")]  # posted; nothing handed on after it
 
 
 def test_only_the_latest_checkpoints_are_kept(sqlite_settings):
     app, client, studio, job_id = _claimed_job(sqlite_settings, "train", TRAIN)
     lease = claim(engine_for(sqlite_settings.resolved_database_url), job_id, "train", "test-worker", 30)
-    run_claimed_stage(sqlite_settings, lease, "train", app.state.jobs.dispatch)
+    run_claimed_stage(Services(sqlite_settings), lease, "train", app.state.jobs.dispatch)
     assert client.get(f"/v1/jobs/{job_id}", headers=studio).json()["status"] == "succeeded"
-    checkpoints = sqlite_settings.storage().keys(f"jobs/{job_id}/checkpoints/")
+    checkpoints = Services(sqlite_settings).storage.keys(f"jobs/{job_id}/checkpoints/")
     assert [key.split("/")[-2] for key in checkpoints] == ["step-000005", "step-000006"]
 
 

@@ -10,9 +10,11 @@ from sqlmodel import Session
 from provenance.fingerprint import Fingerprints
 from provenance.registry import RegistryEntry
 from service.database import engine_for
-from service.jobs import LeasedRegistry, LeaseLost, claim, run_stage, sweep
+from service.jobs import LeasedRegistry, LeaseLost, claim, sweep
 from service.registry import DatabaseRegistry
+from service.services import Services
 from service.settings import Settings
+from service.stages import run_stage
 from service.tables import Job, Subject
 
 
@@ -134,7 +136,7 @@ def test_a_broker_that_is_down_leaves_the_job_to_the_sweeper(engine):
 def test_a_stale_message_runs_nothing(engine, database_url, tmp_path):
     job_id = _job(engine, stage="score")
     settings = Settings(data_dir=tmp_path, database_url=database_url)
-    run_stage(settings, job_id, "train", worker="w", dispatch=lambda *_: pytest.fail("dispatched"))
+    run_stage(Services(settings), job_id, "train", worker="w", dispatch=lambda *_: pytest.fail("dispatched"))
     job = _read(engine, job_id)
     assert job.status == "queued" and job.attempt == 0
 
@@ -146,7 +148,7 @@ def test_an_unreachable_broker_does_not_fail_the_request(engine, database_url, t
 
     job_id = _job(engine)
     dispatcher = CeleryDispatcher(
-        Settings(data_dir=tmp_path, database_url=database_url, broker_url="redis://127.0.0.1:1/0")
+        Services(Settings(data_dir=tmp_path, database_url=database_url, broker_url="redis://127.0.0.1:1/0"))
     )
     dispatch_job(engine, dispatcher.dispatch, job_id, "train")
     job = _read(engine, job_id)
@@ -157,7 +159,7 @@ def test_an_unreachable_broker_does_not_fail_the_request(engine, database_url, t
 def test_scratch_left_by_a_dead_worker_is_removed(engine, database_url, tmp_path):
     import os
 
-    from service.jobs import remove_stale_scratch
+    from service.stages import remove_stale_scratch
 
     settings = Settings(data_dir=tmp_path, database_url=database_url, lease_seconds=60)
     running = _job(engine, status="running", stage="train", attempt=2, worker="alive")
@@ -175,7 +177,7 @@ def test_scratch_left_by_a_dead_worker_is_removed(engine, database_url, tmp_path
         if name != "just claimed":
             old = time.time() - 120
             os.utime(folder, (old, old))
-    removed = remove_stale_scratch(settings)
+    removed = remove_stale_scratch(Services(settings))
     assert sorted(removed) == sorted(folders[name] for name in ("earlier attempt", "finished job", "erased job"))
     assert folders["current"].exists() and folders["just claimed"].exists()
     assert not (settings.resolved_work_dir / "gone").exists()

@@ -15,6 +15,7 @@ from service.app import create_app
 from service.cli import app
 from service.database import engine_for
 from service.deps import create_key
+from service.services import Services
 from service.settings import Settings
 from service.signed_records import AuditKeyStore, RecordError, verify_record
 from service.tables import AuditEvent
@@ -68,7 +69,7 @@ def _write(path, document) -> str:
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_audit_key_is_kept_like_the_signing_key_and_rotates(settings, run, tmp_path):
-    store = settings.audit_keys
+    store = Services(settings).audit_keys
     assert store.directory == settings.resolved_credentials_dir / "audit"
     signed_before = store.sign({"subject": None, "note": "before rotation"}, "subject-export")
     assert stat.S_IMODE(store.key_path.stat().st_mode) == 0o600

@@ -3,7 +3,7 @@
 import json
 import time
 
-from generation.training import auto_steps
+from generation.training_data import auto_steps
 from tests.service.test_app import CONSENT, _upload, auth, client, keys, settings, wait_for  # noqa: F401 (fixtures)
 
 

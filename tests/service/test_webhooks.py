@@ -18,8 +18,10 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from service.app import create_app
 from service.database import engine_for
 from service.deps import create_key
-from service.jobs import run_stage, sweep
+from service.jobs import sweep
+from service.services import Services
 from service.settings import Settings
+from service.stages import run_stage
 from service.tables import Job, Subject, Webhook, WebhookDelivery
 from service.webhooks import new_secret
 from tests.conftest import require_server
@@ -267,7 +269,7 @@ def test_workers_announce_failed_interrupted_and_cancelled_jobs(settings):
     other_tenant = _job(engine, "u", **running, lease_expires_at=past, cancel_requested=True)
     sweep(engine, lambda *_: None, settings.max_attempts)
     failing = _job(engine, "t", kind="generate", stage="render", parameters='{"lora_job_id": "erased"}')  # fails
-    run_stage(settings, failing, "render", worker="w", dispatch=lambda *_: pytest.fail("dispatched"))
+    run_stage(Services(settings), failing, "render", worker="w", dispatch=lambda *_: pytest.fail("dispatched"))
 
     with Session(engine) as session:
         rows = session.exec(select(WebhookDelivery).order_by(WebhookDelivery.created_at)).all()

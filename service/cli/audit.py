@@ -5,45 +5,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-audit_app = typer.Typer(
-    help="The tamper-evident audit log and the signed records auditors check offline.", no_args_is_help=True
-)
-console = Console(soft_wrap=True, emoji=False)
-errors = Console(stderr=True, soft_wrap=True, emoji=False)
+from service.cli.common import console, errors, fail, group, reports_errors, services
 
-
-def _settings():
-    from service.settings import Settings
-
-    return Settings()
-
-
-def _fail(message: str) -> None:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
-
-
-def _engine(settings):
-    from service.database import DatabaseError, engine_for
-
-    try:
-        return engine_for(settings.resolved_database_url)
-    except DatabaseError as exc:
-        _fail(str(exc))
+audit_app = group("audit", "The tamper-evident audit log and the signed records auditors check offline.")
 
 
 def _read_json(path: Path, what: str):
     try:
         return json.loads(path.read_text())
     except OSError as exc:
-        _fail(f"cannot read {path}: {exc.strerror}")
+        fail(f"cannot read {path}: {exc.strerror}")
     except (ValueError, UnicodeDecodeError):
-        _fail(f"{path} is not JSON ({what})")
+        fail(f"{path} is not JSON ({what})")
 
 
 @audit_app.command("verify")
+@reports_errors
 def audit_verify(
     anchor: Annotated[
         list[Path] | None, typer.Option("--anchor", help="An anchor kept elsewhere (`audit anchor --out`); repeat.")
@@ -53,22 +31,18 @@ def audit_verify(
     """Recompute the audit chain and check its anchors; exit 1 naming the first event that does not match."""
     from sqlmodel import Session
 
-    from provenance import CredentialsError
     from service.audit_chain import AnchorRecord, verify_chain
 
-    settings = _settings()
+    command_services = services()
     extra = []
     for path in anchor or []:
         record = _read_json(path, "an anchor written by `headshot audit anchor --out`")
         try:
             extra.append(AnchorRecord(record["seq"], record["hash"], record["token"], record.get("tsa_url"), str(path)))
         except (KeyError, TypeError):
-            _fail(f"{path} is not an anchor written by `headshot audit anchor --out`")
-    try:
-        trust = settings.trust().pem
-    except CredentialsError as exc:
-        _fail(str(exc))
-    with Session(_engine(settings)) as session:
+            fail(f"{path} is not an anchor written by `headshot audit anchor --out`")
+    trust = command_services.trust().pem
+    with Session(command_services.engine) as session:
         report = verify_chain(session, trust, extra)
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
@@ -93,6 +67,7 @@ def audit_verify(
 
 
 @audit_app.command("anchor")
+@reports_errors
 def audit_anchor(
     out: Annotated[
         Path | None, typer.Option("--out", help="Also write the anchor to this file, to keep apart.")
@@ -102,13 +77,14 @@ def audit_anchor(
     from service.audit_anchor import AnchorError, anchor_head
     from service.audit_chain import AnchorRecord
 
-    settings = _settings()
-    if not settings.timestamp_url:
-        _fail("no timestamp authority: set HEADSHOT_TIMESTAMP_URL to an RFC 3161 TSA")
+    command_services = services()
+    timestamp_url = command_services.settings.timestamp_url
+    if not timestamp_url:
+        fail("no timestamp authority: set HEADSHOT_TIMESTAMP_URL to an RFC 3161 TSA")
     try:
-        anchor = anchor_head(_engine(settings), settings.timestamp_url)
+        anchor = anchor_head(command_services.engine, timestamp_url)
     except AnchorError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if out is not None:
         record = AnchorRecord(anchor.seq, anchor.hash, anchor.token, anchor.tsa_url).as_dict()
         out.write_text(json.dumps({**record, "time_stamped_at": anchor.time_stamped_at.isoformat()}, indent=2))
@@ -126,7 +102,7 @@ def audit_key(
     ] = False,
 ) -> None:
     """Print the audit keys' JWKS (public keys only; save it for `verify-export --jwks`)."""
-    keys = _settings().audit_keys
+    keys = services().audit_keys
     if rotate:
         errors.print(f"new audit key {keys.rotate()}; earlier keys stay in the JWKS", highlight=False)
     print(json.dumps(keys.jwks(), indent=2))
@@ -148,9 +124,9 @@ def audit_verify_export(
     if jwks is not None:
         keys = _read_json(jwks, "a JWKS from /.well-known/jwks.json or `headshot audit key`")
     else:
-        keys = _settings().audit_keys.jwks(create=False)
+        keys = services().audit_keys.jwks(create=False)
         if not keys["keys"]:
-            _fail("this installation has no audit key: pass --jwks FILE (from /.well-known/jwks.json)")
+            fail("this installation has no audit key: pass --jwks FILE (from /.well-known/jwks.json)")
     try:
         verified = verify_record(document, keys if isinstance(keys, dict) else {})
     except RecordError as exc:

@@ -244,21 +244,24 @@ class FaceAdapter:
         }
 
 
-def prepare_adapter(method: IdentityMethod, photos: Sequence[tuple[str, Image.Image]]) -> FaceAdapter:
-    """Check the method's files, embed the accepted photos with the insightface pack, and return the adapter."""
+def prepare_adapter(method: IdentityMethod, photos: Sequence[tuple[str, Image.Image]], encoder=None) -> FaceAdapter:
+    """Check the method's files, embed the accepted photos with the insightface pack (or the `encoder` already
+    loaded from it), and return the adapter."""
     method.check()
-    encoder = face_encoder(method.insightface_pack)
+    encoder = encoder or face_encoder(method.insightface_pack)
     return FaceAdapter(method, face_embedding(photos, encoder), encoder_record(encoder))
 
 
 class AdapterGenerator:
     """A `Generator` (generation/generator.py) for `faceid` (SDXL and IP-Adapter FaceID, no training) and
-    `hybrid` (the identity LoRA in `lora_dir` as well). References are embedded when it renders."""
+    `hybrid` (the identity LoRA in `lora_dir` as well). References are embedded when it renders, by `encoder`
+    (an InsightFaceBackend already loaded) or by the method's insightface pack."""
 
-    def __init__(self, model, method: IdentityMethod, lora_dir: Path | None, training):
+    def __init__(self, model, method: IdentityMethod, lora_dir: Path | None, training, encoder=None):
         from generation.generator import LoraGenerator
 
         _as_pack_error(method.check)
+        self.encoder = encoder
         self.model = model
         self.method = method.name
         self.identity = method
@@ -271,7 +274,7 @@ class AdapterGenerator:
         from generation.render import render
 
         named = [(f"reference photo {number}", image) for number, image in enumerate(references, start=1)]
-        adapter = _as_pack_error(prepare_adapter, self.identity, named)
+        adapter = _as_pack_error(prepare_adapter, self.identity, named, self.encoder)
         pipeline = self.model.pipeline
         if self.lora is not None:
             use_saved_lora(pipeline, self.lora.lora_dir)
@@ -306,13 +309,13 @@ class AdapterGenerator:
         return Rendering(images, self.method, description, parts, {"adapter": adapter.describe()})
 
 
-def identity_generator(model, method: IdentityMethod, lora_dir: Path | None, training):
+def identity_generator(model, method: IdentityMethod, lora_dir: Path | None, training, encoder=None):
     """The `Generator` for the method: `LoraGenerator` for lora, `AdapterGenerator` for faceid and hybrid."""
     from generation.generator import LoraGenerator
 
     if method.name == "lora":
         return LoraGenerator(model, lora_dir, training.subject)
-    return AdapterGenerator(model, method, lora_dir, training)
+    return AdapterGenerator(model, method, lora_dir, training, encoder)
 
 
 def _as_pack_error(function, *arguments):

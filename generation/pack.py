@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generation.faceid import IdentityError, IdentityMethod, identity_generator, likeness_backend, likeness_note
+from generation.faceid import (
+    IdentityError,
+    IdentityMethod,
+    face_encoder,
+    identity_generator,
+    likeness_backend,
+    likeness_note,
+)
 from generation.permissions import training_permission
 from generation.presets import StylePreset
 from generation.training import (
@@ -160,8 +167,9 @@ def make_pack(
     """
     out_dir = Path(out_dir)
     method = settings.identity
-    try:
+    try:  # the adapter's files and face encoder, before anything is trained or written
         method.check()
+        encoder = face_encoder(method.insightface_pack) if method.uses_adapter else None
     except IdentityError as exc:
         raise PackError(str(exc)) from None
     backend = likeness_backend(backend, method)
@@ -189,7 +197,7 @@ def make_pack(
             raise PackError(f"training stopped at step {training.steps_done}; run again to resume from the checkpoint")
     else:
         lora_dir = Path(trained_lora)
-    generator = identity_generator(model, method, lora_dir, settings.training)
+    generator = identity_generator(model, method, lora_dir, settings.training, encoder)
     reference_hashes = [reference.sha256 for reference, _ in accepted]
     images = [image for _, image in accepted]
     rendered = render_disclosed(generator, reference_hashes, settings, provenance, on_image, images)

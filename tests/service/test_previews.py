@@ -86,7 +86,7 @@ def test_a_preview_renders_faceid_images_without_training(settings, keys):
         finished = wait_for(client, studio, preview["id"])
         assert finished["status"] == "succeeded", finished["error"]
         assert finished["progress"] == 1.0 and finished["step"] == 0 and finished["lora_sha256"] is None
-        assert finished["attempt"] == 1 and finished["worker"] is None  # its render and score ran under leases
+        assert finished["attempt"] == 2 and finished["worker"] is None  # render and score, each claimed under a lease
 
         headshots = client.get(f"/v1/subjects/{subject_id}/headshots", headers=auth(studio)).json()["headshots"]
         assert len(headshots) == 2 and all(h["kept"] and h["method"] == "faceid" for h in headshots)
@@ -131,14 +131,15 @@ def test_previews_are_checked_like_jobs(settings, keys, tmp_path):
         unknown = client.post(f"/v1/subjects/{photoless}/previews", json={"styles": ["nope"]}, headers=auth(studio))
         assert unknown.status_code == 422 and "unknown style nope" in unknown.json()["detail"]
         assert client.post("/v1/subjects/nobody/previews", json=PREVIEW, headers=auth(studio)).status_code == 404
+        both, _ = _subject(client, studio, ["training", "generation"], photos=("img1.jpg",))
         wrong_kind = client.post(
-            f"/v1/subjects/{subject_id}/jobs",
+            f"/v1/subjects/{both}/jobs",
             json={"kind": "train", "parameters": {"identity": "faceid"}},
             headers=auth(studio),
         )
         assert wrong_kind.status_code == 422 and "train job trains the identity LoRA" in wrong_kind.json()["detail"]
         hybrid_without_lora = client.post(
-            f"/v1/subjects/{subject_id}/jobs",
+            f"/v1/subjects/{both}/jobs",
             json={"kind": "generate", "parameters": {"identity": "hybrid"}},
             headers=auth(studio),
         )

@@ -213,17 +213,36 @@ class FaceAdapter:
                 local_files_only=True,
             )
         except (ValueError, KeyError, RuntimeError, OSError) as error:
+            if "out of memory" in str(error):
+                raise
             raise IdentityError(
                 f"{self.weights} is not an IP-Adapter FaceID for this SDXL model ({type(error).__name__}: {error}); "
                 f"expected {NEEDS_ADAPTER}"
             ) from None
         finally:
             logging.set_verbosity(verbosity)
+        self._check_projection(pipeline.unet.encoder_hid_proj.image_projection_layers[0])
         pipeline.set_ip_adapter_scale(self.method.scale)
         loaded = getattr(pipeline.unet, "peft_config", {})
         adapters = [*active, *(name for name in loaded if name.startswith("faceid_") and name not in active)]
         if adapters:
             pipeline.set_adapters(adapters, adapter_weights=[1.0] * len(adapters))
+
+    def _check_projection(self, projection) -> None:
+        """The weights are FaceID's (one face embedding in), not another IP-Adapter's (CLIP image features in),
+        and take an embedding of the encoder's size."""
+        kind = type(projection).__name__
+        if kind != "IPAdapterFaceIDImageProjection":
+            raise IdentityError(
+                f"{self.weights} is an IP-Adapter of another kind ({kind}, which takes CLIP image features); "
+                f"expected {NEEDS_ADAPTER}"
+            )
+        size = projection.ff.net[0].proj.in_features
+        if size != self.embedding.vector.size:
+            raise IdentityError(
+                f"{self.weights} takes {size}-number face embeddings, but the insightface pack's recogniser gives "
+                f"{self.embedding.vector.size}: use the ArcFace pack FaceID was trained with (buffalo_l)"
+            )
 
     def inputs(self, pipeline, batch: int, guidance_scale: float) -> dict:
         """The pipeline's `ip_adapter_image_embeds` for `batch` prompts: zeros, then the embedding, under guidance."""

@@ -7,6 +7,7 @@ import shutil
 import c2pa
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
@@ -152,8 +153,30 @@ def test_missing_or_wrong_adapter_files_are_clear_errors(tmp_path, tiny_model, t
     save_file(state, wrong / "ip-adapter-faceid_sd15.safetensors")
     method = IdentityMethod("faceid", wrong, tiny_insightface_pack)
     adapter = FaceAdapter(method, FaceEmbedding(np.eye(512, dtype=np.float32)[0], ["a"]), {})
+    pipeline = load_model(tiny_model).pipeline
     with pytest.raises(IdentityError, match=r"faceid_sd15\.safetensors is not an IP-Adapter FaceID for this SDXL"):
-        adapter.attach(load_model(tiny_model).pipeline)
+        adapter.attach(pipeline)
+
+    # a plain IP-Adapter (CLIP image features in) loads in diffusers, but is not FaceID
+    width = pipeline.unet.config.cross_attention_dim
+    plain = {key: value for key, value in load_file(tiny_faceid / WEIGHTS_FILE).items() if "_ip." in key}
+    plain |= {
+        "image_proj.proj.weight": torch.zeros(4 * width, 64),
+        "image_proj.proj.bias": torch.zeros(4 * width),
+        "image_proj.norm.weight": torch.ones(width),
+        "image_proj.norm.bias": torch.zeros(width),
+    }
+    other = tmp_path / "other"
+    other.mkdir()
+    save_file(plain, other / "ip-adapter_sdxl.safetensors")
+    adapter = FaceAdapter(IdentityMethod("faceid", other, tiny_insightface_pack), adapter.embedding, {})
+    with pytest.raises(IdentityError, match=r"an IP-Adapter of another kind \(ImageProjection"):
+        adapter.attach(pipeline)
+    # an encoder whose embeddings have another size than the adapter takes
+    small = FaceEmbedding(np.eye(256, dtype=np.float32)[0], ["a"])
+    adapter = FaceAdapter(IdentityMethod("faceid", tiny_faceid, tiny_insightface_pack), small, {})
+    with pytest.raises(IdentityError, match=r"takes 512-number face embeddings, but .* gives 256"):
+        adapter.attach(pipeline)
 
 
 def test_faceid_pack_without_training(tiny_model, tiny_faceid, tiny_insightface_pack, encoder, provenance, tmp_path):

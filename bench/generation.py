@@ -20,9 +20,10 @@ checkpoint, the one kept, and peak GPU memory. --gpu-path-on-cpu runs that same 
 the CPU, at 64 px and a few steps, to check it without a GPU (its likeness is 0: the tiny model renders noise).
 
 --methods: one pack per identity method (lora: trained LoRA; faceid: IP-Adapter FaceID, no training;
-hybrid: both), each in a process of its own so that its peak RSS is its own: time until the first image,
-training, rendering per image, the whole pack, peak RSS (and GPU memory), and the likeness of its images to
-the references, scored by dlib (never by the ArcFace that conditions the adapter). On the tiny models
+hybrid: both), each in a process of its own so that its peak RSS is its own: time until the first batch of
+images (up to 4, one style) is rendered, training, rendering per image, the whole pack, peak RSS (and GPU
+memory), and the likeness of its images to the references, scored by dlib (never by the ArcFace that
+conditions the adapter). On the tiny models
 (written with the tiny FaceID and insightface pack) by default; with --gpu, on real SDXL, FaceID and
 insightface weights, 5 styles x --count images (default 4) at 1024 px.
 """
@@ -320,7 +321,7 @@ def method_table(args) -> None:
             rows.append(json.loads(finished.stdout.strip().splitlines()[-1]))
     first = rows[0]
     table = Table(title=f"identity methods on {first['device']} ({first['model']}, {args.size} px)")
-    for column in ("method", "first image", "training", "per image", "whole pack", "peak RSS", "peak GPU", "likeness"):
+    for column in ("method", "first batch", "training", "per image", "whole pack", "peak RSS", "peak GPU", "likeness"):
         table.add_column(column, justify="left" if column in ("method", "likeness") else "right")
     for row in rows:
         table.add_row(

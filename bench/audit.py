@@ -219,7 +219,6 @@ def main() -> None:
         try:
             results["PostgreSQL"] = measure(url, args.events, args.writers, args.verify)
         finally:
-
             drop_postgres(name)
     if args.json:
         print(json.dumps(results))

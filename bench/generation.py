@@ -3,6 +3,9 @@
     .venv/bin/python bench/generation.py [--model DIR] [--steps 50] [--count 2] [--size 64]
     .venv/bin/python bench/generation.py --gpu --model /models/sdxl-base-1.0 [--count 8] [--steps N]
     .venv/bin/python bench/generation.py --gpu-path-on-cpu
+    .venv/bin/python bench/generation.py --methods lora,faceid,hybrid
+    .venv/bin/python bench/generation.py --methods lora,faceid,hybrid --gpu --model /models/sdxl-base-1.0 \
+        --ip-adapter /models/ip-adapter-faceid_sdxl.bin --insightface-pack /models/buffalo_l
 
 Default: the tiny random SDXL (written to a temporary folder), 5 photos, 2 styles, 64 px; device and
 precision as the product chooses them. Target on the 2-core CPU machines: 50 training steps and 4 images
@@ -15,11 +18,21 @@ in each of the 5 styles (40) at 30 denoising steps, each disclosed and scored. I
 training plus the 40 images (the issue's estimate: 3-5 minutes on one H200), the likeness of every
 checkpoint, the one kept, and peak GPU memory. --gpu-path-on-cpu runs that same code on the tiny model on
 the CPU, at 64 px and a few steps, to check it without a GPU (its likeness is 0: the tiny model renders noise).
+
+--methods: one pack per identity method (lora: trained LoRA; faceid: IP-Adapter FaceID, no training;
+hybrid: both), each in a process of its own so that its peak RSS is its own: time until the first batch of
+images (up to 4, one style) is rendered, training, rendering per image, the whole pack, peak RSS (and GPU
+memory), and the likeness of its images to the references, scored by dlib (never by the ArcFace that
+conditions the adapter). On the tiny models
+(written with the tiny FaceID and insightface pack) by default; with --gpu, on real SDXL, FaceID and
+insightface weights, 5 styles x --count images (default 4) at 1024 px.
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +50,7 @@ PHOTOS = ["img1.jpg", "img2.jpg", "img4.jpg", "img5.jpg", "img6.jpg"]
 # every photo of that person in master.csv's "same person" pairs
 PERSON = ["img1.jpg", "img2.jpg", "img4.jpg", "img5.jpg", "img6.jpg", "img7.jpg", "img10.jpg", "img11.jpg"]
 ALL_STYLES = ["corporate-grey", "outdoor-natural", "modern-office", "black-white-studio", "casual-creative"]
+METHODS = ("lora", "faceid", "hybrid")
 
 
 def peak_rss_mb() -> float:
@@ -73,6 +87,7 @@ def run_pack(model_path: Path, work: Path, photos: list[str], styles: list[str],
     from provenance.registry import InMemoryRegistry
     from scoring.faces import DlibBackend
 
+    identity = options.pop("identity", None)
     started = time.perf_counter()
     model = load_model(model_path, config=options.pop("config", None), cache_dir=work / "cache")
     loaded = time.perf_counter() - started
@@ -86,6 +101,7 @@ def run_pack(model_path: Path, work: Path, photos: list[str], styles: list[str],
         size=size,
         top_k=min(10, count * len(styles)),
         training=TrainingConfig(resolution=size, **options),
+        **({"identity": identity} if identity else {}),
     )
     marks: dict[str, float] = {}
 
@@ -95,6 +111,7 @@ def run_pack(model_path: Path, work: Path, photos: list[str], styles: list[str],
             marks["training_done"] = time.perf_counter() - started
 
     def on_image(done, total):
+        marks.setdefault("first_image", time.perf_counter() - started)
         if done == total:
             marks["rendered"] = time.perf_counter() - started
 
@@ -105,7 +122,8 @@ def run_pack(model_path: Path, work: Path, photos: list[str], styles: list[str],
         model, references, work / "pack", settings, provenance, backend, on_training=on_training, on_image=on_image
     )
     finished = time.perf_counter() - started
-    training = json.loads((work / "pack" / "lora" / "training.json").read_text())
+    record = work / "pack" / "lora" / "training.json"
+    training = json.loads(record.read_text()) if record.exists() else {}
     run = PackRun(report, training, model, loaded, start_pack - started, finished=finished, marks=marks)
     run.training_done = marks.get("training_done", run.pack_started)
     run.rendered = marks.get("rendered", finished)
@@ -275,6 +293,112 @@ def gpu_table(args, on_cpu: bool) -> None:
     Console(width=160).print(table)
 
 
+def method_table(args) -> None:
+    """One pack per identity method, each in a fresh process; a row each."""
+    with tempfile.TemporaryDirectory() as directory:
+        work = Path(directory)
+        model, adapter, pack = args.model, args.ip_adapter, args.insightface_pack
+        if not args.gpu:
+            from generation.tiny import write_tiny_model
+            from generation.tiny_faceid import write_tiny_faceid_adapter
+            from scoring.tiny_insightface import write_tiny_insightface_pack
+
+            model = write_tiny_model(work / "tiny")
+            adapter = write_tiny_faceid_adapter(work / "ip-adapter-faceid", model)
+            pack = write_tiny_insightface_pack(work / "insightface")
+        elif None in (model, adapter, pack):
+            sys.exit("--methods --gpu needs --model, --ip-adapter and --insightface-pack (local files)")
+        rows = []
+        for method in args.methods.split(","):
+            command = [sys.executable, __file__, "--one-method", method, "--work", str(work / method)]
+            command += ["--model", str(model), "--ip-adapter", str(adapter), "--insightface-pack", str(pack)]
+            command += ["--count", str(args.count), "--size", str(args.size), "--steps", str(args.steps or 0)]
+            command += ["--inference-steps", str(args.inference_steps)] + (["--gpu"] if args.gpu else [])
+            command += ["--config", str(args.config)] if args.config else []
+            finished = subprocess.run(command, capture_output=True, text=True)
+            if finished.returncode:
+                sys.exit(f"{method} failed:\n{finished.stderr[-3000:]}")
+            rows.append(json.loads(finished.stdout.strip().splitlines()[-1]))
+    first = rows[0]
+    table = Table(title=f"identity methods on {first['device']} ({first['model']}, {args.size} px)")
+    for column in ("method", "first batch", "training", "per image", "whole pack", "peak RSS", "peak GPU", "likeness"):
+        table.add_column(column, justify="left" if column in ("method", "likeness") else "right")
+    for row in rows:
+        table.add_row(
+            row["method"],
+            f"{row['first_image']:.1f} s",
+            f"{row['training']:.1f} s ({row['training_steps']} steps)" if row["training_steps"] else "none",
+            f"{row['per_image']:.2f} s",
+            f"{row['total']:.1f} s",
+            f"{row['peak_rss_mb']:.0f} MB",
+            f"{row['peak_gpu_gib']:.1f} GiB" if row["peak_gpu_gib"] is not None else "-",
+            row["likeness"],
+        )
+    Console(width=170).print(table)
+    print(
+        f"{first['images']} images per method ({first['styles']} styles), {first['verified']} of them ai_verified "
+        f"in each; likeness scored by {first['likeness_encoder']} against {first['references']} reference photos."
+    )
+
+
+def one_method(args) -> None:
+    """Run one identity method's pack (a child of method_table) and print its measures as one JSON line."""
+    import torch
+
+    from generation.faceid import IdentityMethod
+
+    if args.gpu and not torch.cuda.is_available():
+        sys.exit("--gpu needs a CUDA GPU")
+    if args.gpu:
+        torch.cuda.reset_peak_memory_stats()
+    identity = IdentityMethod(args.one_method, args.ip_adapter, args.insightface_pack)
+    styles = ALL_STYLES if args.gpu else ALL_STYLES[:2]
+    photos = PERSON if args.gpu else PHOTOS
+    tiny = {} if args.gpu else {"rank": 4, "alpha": 4, "learning_rate": 1e-3, "validation_steps": 4}
+    run = run_pack(
+        args.model,
+        args.work,
+        photos,
+        styles,
+        args.count,
+        args.size,
+        config=args.config,
+        inference_steps=args.inference_steps if args.gpu else 4,
+        steps=args.steps or None,
+        identity=identity,
+        **tiny,
+    )
+    images = run.report["images"]
+    confidences = [image["likeness"]["confidence"] for image in images if image["likeness"]]
+    bands = [image["likeness"]["band"] for image in images if image["likeness"]]
+    likeness = (
+        f"median {statistics.median(confidences):.3f}; same {bands.count('same')}, uncertain "
+        f"{bands.count('uncertain')}, different {bands.count('different')}, no face {len(images) - len(bands)}"
+        if confidences
+        else f"no face in any of {len(images)} images"
+    )
+    trained = identity.trains_lora
+    measures = {
+        "method": args.one_method,
+        "device": torch.cuda.get_device_name() if args.gpu else f"CPU ({torch.get_num_threads()} threads)",
+        "model": Path(args.model).name,
+        "first_image": run.marks.get("first_image", run.rendered) - run.pack_started,
+        "training": (run.training_done - run.pack_started) if trained else 0.0,
+        "training_steps": run.training.get("steps") if trained else 0,
+        "per_image": (run.rendered - (run.training_done if trained else run.pack_started)) / len(images),
+        "total": run.finished - run.pack_started,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 1024**3 if args.gpu else None,
+        "likeness": likeness,
+        "likeness_encoder": run.report["likeness"]["encoder"],
+        "images": len(images),
+        "styles": len(styles),
+        "references": sum(reference["accepted"] for reference in run.report["references"]),
+        "verified": sum(image["label"] == "ai_verified" for image in images),
+    }
+    print(json.dumps(measures))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path)
@@ -286,8 +410,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="image and training size in px (default 64; --gpu: 1024)")
     parser.add_argument("--inference-steps", type=int, default=30, help="--gpu: denoising steps per image")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="--gpu: steps between checkpoints")
+    parser.add_argument("--methods", help="compare identity methods, e.g. lora,faceid,hybrid (one pack each)")
+    parser.add_argument("--ip-adapter", type=Path, help="--methods --gpu: IP-Adapter FaceID SDXL weights")
+    parser.add_argument("--insightface-pack", type=Path, help="--methods --gpu: insightface pack (buffalo_l)")
+    parser.add_argument("--one-method", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.gpu or args.gpu_path_on_cpu:
+    if args.one_method:
+        one_method(args)
+    elif args.methods:
+        args.count, args.size = args.count or (4 if args.gpu else 2), args.size or (1024 if args.gpu else 64)
+        args.steps = args.steps or (None if args.gpu else 50)
+        method_table(args)
+    elif args.gpu or args.gpu_path_on_cpu:
         args.count, args.size = args.count or 8, args.size or 1024
         gpu_table(args, on_cpu=args.gpu_path_on_cpu)
     else:

@@ -3,11 +3,12 @@
 Reference photos, style presets and render settings go in; rendered images (in memory, not yet disclosed)
 and a description of the model parts used come out, and `generation.pack` discloses each image with those
 parts named in its manifest. `LoraGenerator` (SDXL with an identity LoRA trained by `generation.training`)
-is the first implementation.
+is the first implementation; `generation.faceid.AdapterGenerator` (IP-Adapter FaceID on the ArcFace
+embedding, alone or with the LoRA) the others.
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -37,9 +38,10 @@ class ModelPart:
 @dataclass(frozen=True)
 class Rendering:
     images: list[RenderedImage]
-    method: str  # how identity was conveyed, e.g. "lora"
+    method: str  # how identity was conveyed: "lora", or "faceid" / "hybrid" (generation/faceid.py)
     description: str  # the manifest's generator, e.g. "Stable Diffusion XL (base) with an identity LoRA"
     parts: tuple[ModelPart, ...]
+    details: dict = field(default_factory=dict)  # what the report records of the method (e.g. the adapter)
 
 
 class Generator(Protocol):

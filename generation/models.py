@@ -121,9 +121,10 @@ def choose_device(device: str | None = None, dtype: str | None = None) -> tuple[
 
 
 def model_hash(path: Path, cache_dir: Path | None = None) -> str:
-    """SHA-256 of a model's weights: a single file's bytes, or for a folder every *.safetensors/*.bin under it
-    (relative path, size and bytes, in sorted path order). With `cache_dir`, the result is remembered per
-    resolved path and recomputed only when a file's size or modification time changes."""
+    """SHA-256 of a model's weights: a single file's bytes, or for a folder its *.safetensors/*.bin files (those
+    of the components of a diffusers folder; relative path, size and bytes, in sorted path order). With
+    `cache_dir`, the result is remembered per resolved path and recomputed only when a file's size or
+    modification time changes."""
     path = Path(path).expanduser().resolve()
     files = weight_files(path)
     fingerprint = [[relative_name(path, file), *file_signature(file)] for file in files]
@@ -303,12 +304,15 @@ def check_single_file(path: Path) -> None:
 
 
 def weight_files(path: Path) -> list[Path]:
+    """A single file; or a folder's weight files: for a diffusers folder (model_index.json), those of its
+    weighted components only, so that a single-file copy or adapters kept beside them are not counted."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise ModelError(f"model not found: {path}")
+    roots = [path / name for name in WEIGHTED_COMPONENTS] if (path / "model_index.json").is_file() else [path]
     files = sorted(
-        (file for file in path.rglob("*") if file.is_file() and file.name.endswith(WEIGHT_SUFFIXES)),
+        (file for root in roots for file in root.rglob("*") if file.is_file() and file.name.endswith(WEIGHT_SUFFIXES)),
         key=lambda file: relative_name(path, file),
     )
     if not files:

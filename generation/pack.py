@@ -1,8 +1,9 @@
 """The pack pipeline: reference photos in; a LoRA, disclosed and scored headshots, report.json and index.html out.
 
 references (original bytes) -> training permission (their own credentials) -> scoring's reference check
--> identity LoRA -> render N per style and disclose every image -> score the disclosed files -> top k
--> report + contact sheet. The service runs the three parts as separate stages (train, render, score).
+-> identity (a trained LoRA, IP-Adapter FaceID on the ArcFace embedding, or both: generation/faceid.py)
+-> render N per style and disclose every image -> score the disclosed files -> top k -> report + contact
+sheet. The service runs the three parts as separate stages (train, render, score).
 """
 
 import datetime as dt
@@ -13,7 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generation.generator import LoraGenerator
+from generation.faceid import (
+    IdentityError,
+    IdentityMethod,
+    face_encoder,
+    identity_generator,
+    likeness_backend,
+    likeness_note,
+)
 from generation.permissions import training_permission
 from generation.presets import StylePreset
 from generation.training import (
@@ -67,6 +75,7 @@ class PackSettings:
     seed: int = 0
     top_k: int = 10
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    identity: IdentityMethod = field(default_factory=IdentityMethod)
 
 
 @dataclass
@@ -154,6 +163,7 @@ class RenderedPack:
     model: dict  # source, sha256, device, dtype
     lora: dict | None  # file, sha256 of the identity LoRA, when one was used
     images: list[DisclosedImage]
+    identity: dict = field(default_factory=lambda: {"method": "lora", "adapter": None})  # the method, its adapter
 
 
 def make_pack(
@@ -168,18 +178,26 @@ def make_pack(
     trained_lora: Path | None = None,
     on_references: Callable[[list[dict]], None] | None = None,
 ) -> dict:
-    """Train (unless `trained_lora` is given), render and disclose, then score a pack into `out_dir`.
-
-    `on_references` gets the reference decisions before training starts. Returns the report, also written to
-    report.json next to index.html.
+    """Train (unless `trained_lora` is given, or the identity method needs no LoRA), render and disclose,
+    then score a pack into `out_dir`. `on_references` gets the reference decisions before training starts.
+    Returns the report, also written to report.json next to index.html.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    method = settings.identity
+    try:  # the adapter's files and face encoder, before anything is trained or written
+        method.check()
+        encoder = face_encoder(method.insightface_pack) if method.uses_adapter else None
+    except IdentityError as exc:
+        raise PackError(str(exc)) from None
+    backend = likeness_backend(backend, method)
     identity, decisions, accepted = accept_references(references, provenance, backend)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if on_references:
         on_references(decisions)
 
-    if trained_lora is None:
+    if not method.trains_lora:
+        lora_dir = None
+    elif trained_lora is None:
         lora_dir = out_dir / "lora"
         try:
             training = train_identity_lora(
@@ -198,15 +216,17 @@ def make_pack(
             raise PackError(f"training stopped at step {training.steps_done}; run again to resume from the checkpoint")
     else:
         lora_dir = Path(trained_lora)
-    generator = LoraGenerator(model, lora_dir, settings.training.subject)
+    generator = identity_generator(model, method, lora_dir, settings.training, encoder)
     reference_hashes = [reference.sha256 for reference, _ in accepted]
-    rendered = render_disclosed(generator, reference_hashes, settings, provenance, on_image)
+    images = [image for _, image in accepted]
+    rendered = render_disclosed(generator, reference_hashes, settings, provenance, on_image, images)
     images_dir = out_dir / "images"
     images_dir.mkdir(exist_ok=True)
     for image in rendered.images:
         write_atomically(images_dir / image.name, image.data)
     entries = score_disclosed(rendered.images, identity, backend, settings.top_k, provenance)
-    report = pack_report(rendered, decisions, identity, training_record(lora_dir), entries)
+    training = training_record(lora_dir) if lora_dir is not None else {}
+    report = pack_report(rendered, decisions, identity, training, entries)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "index.html").write_text(contact_sheet(report))
     return report
@@ -248,7 +268,8 @@ def render_disclosed(
     """Render `settings.count` images per style with `generator` (generation/generator.py) and disclose each one.
 
     Pixels never leave this function undisclosed: each image is watermarked, signed (reference photos as
-    ingredients, the hash of every model part used) and registered before it is returned.
+    ingredients, the identity method and the hash of every model part used) and registered before it is
+    returned. `references` are the accepted photos, for a generator that conditions on them (faceid).
     """
     from generation.generator import RenderSettings
     from provenance import disclose_image
@@ -271,6 +292,7 @@ def render_disclosed(
             reference_hashes=reference_hashes,
             generator=rendering.description,
             model_hashes=model_hashes,
+            generation_parameters={"identity_method": rendering.method},
             limits=provenance.limits,
         )
         images.append(
@@ -279,7 +301,7 @@ def render_disclosed(
                 data=disclosure.data,
                 style=image.style,
                 seed=image.seed,
-                parameters=image.parameters,
+                parameters={**image.parameters, "identity": rendering.method},
                 manifest_label=disclosure.manifest_label,
                 payload=disclosure.payload,
                 watermarked=disclosure.watermarked,
@@ -294,7 +316,8 @@ def render_disclosed(
         "test_model": model.is_test_model,
     }
     lora = next(({"file": p.source, "sha256": p.sha256} for p in rendering.parts if p.role == "identity-lora"), None)
-    return RenderedPack(described, lora, images)
+    identity = {"method": rendering.method, "adapter": rendering.details.get("adapter")}
+    return RenderedPack(described, lora, images, identity)
 
 
 def score_disclosed(
@@ -325,6 +348,7 @@ def score_disclosed(
                 "style": image.style,
                 "seed": image.seed,
                 "parameters": image.parameters,
+                "method": image.parameters.get("identity", "lora"),
                 "label": verdict.label,
                 "manifest_label": image.manifest_label,
                 "watermark_payload": f"{image.payload:016x}",
@@ -335,7 +359,8 @@ def score_disclosed(
 
 
 def pack_report(rendered: RenderedPack, decisions: list[dict], identity, training: dict, entries: list[dict]) -> dict:
-    """report.json: the references and their verdicts, the model and LoRA, the training curve, every image."""
+    """report.json: the references and their verdicts, the identity method, its model parts (base, LoRA,
+    adapter and face encoder), the training curve, how likeness was measured, and every image."""
     from scoring.score import HANDS_LIMITS_NOTE
 
     losses = training.get("losses", [])
@@ -344,7 +369,10 @@ def pack_report(rendered: RenderedPack, decisions: list[dict], identity, trainin
         "references": decisions,
         "identity": {"backend": identity.backend, "accepted": len(identity.accepted), "spread": identity.spread},
         "model": rendered.model,
+        "method": rendered.identity["method"],
         "lora": rendered.lora,
+        "adapter": rendered.identity.get("adapter"),
+        "likeness": likeness_note(IdentityMethod(rendered.identity["method"]), identity.backend),
         "training": {
             "config": training.get("config", {}),
             "loss": losses,
@@ -379,7 +407,8 @@ def contact_sheet(report: dict, links: Mapping[str, str] | None = None) -> str:
             f"""<figure class="{"kept" if image["kept"] else "dropped"}">
   <a href="{html.escape(source)}"><img src="{html.escape(source)}" alt="{alt}"></a>
   <figcaption><b>#{image["rank"]} {html.escape(image["style"])}</b> seed {image["seed"]}<br>
-  score {image["score"]:.1f} · kept: {html.escape(image["kept_reason"])}<br>
+  made by <b>{html.escape(image["method"])}</b> · score {image["score"]:.1f} ·
+  kept: {html.escape(image["kept_reason"])}<br>
   likeness: {html.escape(likeness_text)}<br>
   failed checks: {html.escape(", ".join(failed)) or "none"}<br>
   invisible watermark: {html.escape(watermark)}<br>
@@ -387,6 +416,13 @@ def contact_sheet(report: dict, links: Mapping[str, str] | None = None) -> str:
 </figure>"""
         )
     references = "".join(f"<li>{html.escape(reference_line(r))}</li>" for r in report["references"])
+    parts = "".join(
+        f", {name} <code>{part['sha256'][:16]}…</code>"
+        for name, part in (("IP-Adapter FaceID", report["adapter"]),)
+        if part
+    )
+    encoder = report["likeness"]["conditioning_encoder"]
+    conditioning = f", not with {html.escape(encoder)}, which conditioned the adapter" if encoder else ""
     smoothed_losses = report["training"]["loss_smoothed"]
     final_loss = (
         f"final training loss (smoothed) {smoothed_losses[-1]:.4f}" if smoothed_losses else "no training record"
@@ -399,7 +435,9 @@ def contact_sheet(report: dict, links: Mapping[str, str] | None = None) -> str:
 <h1>Headshot pack</h1>
 <p>{html.escape(disclosure_summary(report["images"]))} {len(report["top_k"])} kept of {len(report["images"])}.</p>
 {notes}
-<p>Base model <code>{report["model"]["sha256"][:16]}…</code>, {lora}, {final_loss}.</p>
+<p>Identity method <b>{html.escape(report["method"])}</b>.
+Base model <code>{report["model"]["sha256"][:16]}…</code>, {lora}{parts},
+{final_loss}. Likeness measured with {html.escape(report["likeness"]["encoder"])}{conditioning}.</p>
 <h2>Reference photos</h2><ul>{references}</ul>
 <h2>Images</h2><div class="grid">
 {chr(10).join(cards)}

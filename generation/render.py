@@ -35,8 +35,11 @@ def render(
     size: int = 1024,
     batch_size: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    conditioning: Callable[[int, float], dict] | None = None,
 ) -> list[RenderedImage]:
-    """`count` images per preset; image i of preset j uses seed `seed + 1000 j + i`, so results are reproducible."""
+    """`count` images per preset; image i of preset j uses seed `seed + 1000 j + i`, so results are reproducible.
+
+    `conditioning(batch, guidance_scale)` returns extra pipeline inputs for a batch (an identity adapter's)."""
     import torch
 
     pipeline.set_progress_bar_config(disable=True)
@@ -65,6 +68,7 @@ def render(
                 negative_prompt=[parameters["negative_prompt"]] * len(group),
                 generator=generators,
                 output_type="pil",
+                **(conditioning(len(group), preset.guidance_scale) if conditioning else {}),
                 guidance_scale=preset.guidance_scale,
                 num_inference_steps=steps,
                 width=size,

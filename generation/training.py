@@ -487,4 +487,3 @@ def smoothed(losses: Sequence[float], window: int = 10) -> list[float]:
     """Moving average of a loss curve, for reports (single diffusion losses are noisy)."""
     window = max(1, min(window, len(losses)))
     return [sum(losses[max(0, i - window + 1) : i + 1]) / (i - max(0, i - window + 1) + 1) for i in range(len(losses))]
-

@@ -81,6 +81,7 @@ def disclose_image(
     reference_hashes: Sequence[str] = (),
     generator: str | None = None,
     model_hashes: Mapping[str, str] | None = None,
+    generation_parameters: Mapping[str, str] | None = None,
     limits: ImageLimits = ImageLimits(),
     watermark_algorithm: str = DEFAULT_WATERMARKER,
 ) -> Disclosure:
@@ -91,7 +92,8 @@ def disclose_image(
     that a stripped copy is recognised. Reference photos become `inputTo` ingredients carrying only the
     SHA-256 of their original bytes (`reference_hashes`, hex) and a neutral title: no file name, no
     thumbnail, no pixels. The output keeps no camera capture data of its source (EXIF/XMP make, model,
-    lens, capture dates, GPS, camera settings); its ICC profile stays.
+    lens, capture dates, GPS, camera settings); its ICC profile stays. `model_hashes` and
+    `generation_parameters` (such as the identity method) go into the parameters of the `c2pa.created` action.
     """
     import c2pa
 
@@ -106,7 +108,8 @@ def disclose_image(
     agent = software_agent(generator)
 
     builder = c2pa.Builder(
-        _manifest(agent, model_hashes, payload, watermarked, fingerprints, marker), context=_signing_context()
+        _manifest(agent, model_hashes, generation_parameters, payload, watermarked, fingerprints, marker),
+        context=_signing_context(),
     )
     for number, digest in enumerate(reference_hashes, start=1):
         ingredient = {"title": f"reference photo {number}", "relationship": "inputTo", "metadata": {"sha256": digest}}
@@ -155,6 +158,7 @@ def disclose_image(
 def _manifest(
     agent: str,
     model_hashes: Mapping[str, str] | None,
+    generation_parameters: Mapping[str, str] | None,
     payload: int,
     watermarked: bool,
     fingerprints: Fingerprints,
@@ -165,8 +169,9 @@ def _manifest(
         "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
         "softwareAgent": {"name": agent},
     }
-    if model_hashes:
-        created["parameters"] = {"model_hashes": dict(model_hashes)}
+    parameters = {**({"model_hashes": dict(model_hashes)} if model_hashes else {}), **(generation_parameters or {})}
+    if parameters:
+        created["parameters"] = parameters
     actions = [created]
     hashes = [*fingerprints.frame, fingerprints.face or 0]
     soft_bindings = [

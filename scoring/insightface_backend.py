@@ -90,6 +90,7 @@ class InsightFaceBackend(MediaPipeDetails):
             )
         self._detector = detector
         self._recogniser = recogniser
+        self.model_files = {"detection": Path(detector.model_file), "recognition": Path(recogniser.model_file)}
 
     def detect(self, image: Image.Image) -> list[Face]:
         """Faces in the image, largest first; `score` is the SCRFD confidence."""

@@ -43,7 +43,15 @@ class JobParameters(BaseModel):
         description=f"Steps between checkpoints; at least steps / {MAX_CHECKPOINTS}.",
     )
     lora_job_id: plain_text(64) | None = Field(
-        None, description="For generate: the succeeded train job whose LoRA to use."
+        None, description="For generate (lora, hybrid): the succeeded train job whose LoRA to use."
+    )
+    identity: Literal["lora", "faceid", "hybrid"] = Field(
+        "lora",
+        description="How the images carry the person: lora (a trained identity LoRA), faceid (IP-Adapter FaceID on "
+        "the ArcFace embedding of the accepted photos, no training; research-only weights) or hybrid (both).",
+    )
+    adapter_scale: float | None = Field(
+        None, ge=0, le=2, description="The IP-Adapter's strength for faceid and hybrid (default 1.0 and 0.5)."
     )
 
     @model_validator(mode="after")
@@ -70,7 +78,9 @@ class JobParameters(BaseModel):
             checkpoint_every=self.checkpoint_every,
         )
 
-    def pack_settings(self, presets_file, gradient_checkpointing: bool = False):
+    def pack_settings(self, presets_file, gradient_checkpointing: bool = False, identity=None):
+        """The pack's settings; `identity` is the IdentityMethod with the installation's files (default: lora)."""
+        from generation.faceid import IdentityMethod
         from generation.pack import PackSettings
         from generation.presets import load_presets, select_presets
 
@@ -82,4 +92,5 @@ class JobParameters(BaseModel):
             seed=self.seed,
             top_k=self.top_k,
             training=self.training_config(gradient_checkpointing),
+            identity=identity or IdentityMethod(),
         )

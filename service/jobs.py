@@ -1,8 +1,10 @@
-"""Jobs: train / generate / pack, run in stages by whichever worker holds the job's lease.
+"""Jobs: train / generate / pack / preview, run in stages by whichever worker holds the job's lease.
 
 A job runs as up to three stages: `train` (GPU: the identity LoRA), `render` (GPU: render the images and
 disclose each one before it leaves memory) and `score` (CPU: likeness, checks, ranking, the report). A pack
-job runs all three, a train job the first, a generate job the last two with an earlier train job's LoRA.
+job runs all three, a train job the first, a generate job the last two with an earlier train job's LoRA. A
+pack with the `faceid` identity (IP-Adapter FaceID, no LoRA) and a preview (a few faceid images, before
+anyone pays for training) run render and score only.
 
 The database is the source of truth, whoever dispatches the stages (a thread in the service by default,
 Celery workers with HEADSHOT_BROKER_URL: service/worker.py):
@@ -36,14 +38,28 @@ from service.webhooks import JOB_ENDINGS, job_ended
 
 log = logging.getLogger("headshot.jobs")
 
-STAGES = {"train": ("train",), "pack": ("train", "render", "score"), "generate": ("render", "score")}
+STAGES = {
+    "train": ("train",),
+    "pack": ("train", "render", "score"),
+    "generate": ("render", "score"),
+    "preview": ("render", "score"),
+}
 QUEUE_FOR_STAGE = {"train": "gpu", "render": "gpu", "score": "cpu"}
 # The share of a job's progress each stage ends at.
 PROGRESS_AFTER = {
     "train": {"train": 1.0},
     "pack": {"train": 0.8, "render": 0.95, "score": 1.0},
     "generate": {"render": 0.9, "score": 1.0},
+    "preview": {"render": 0.9, "score": 1.0},
 }
+
+
+def job_stages(kind: str, identity: str = "lora") -> tuple[str, ...]:
+    """The stages a job runs: its kind's, without training when its identity method trains nothing (faceid)."""
+    stages = STAGES[kind]
+    return tuple(stage for stage in stages if stage != "train") if identity == "faceid" else stages
+
+
 CHECKPOINT_FILE = "state.pt"
 
 

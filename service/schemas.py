@@ -192,6 +192,7 @@ class HeadshotOut(Body):
     likeness: LikenessOut | None
     checks: list[CheckOut]
     label: Label
+    method: str = Field(description="The identity method that made it: lora, faceid or hybrid.")
     credentials: HeadshotCredentials
     delivered_at: Timestamp | None
     file: str = Field(description="Where to download the disclosed file.")
@@ -211,6 +212,7 @@ class HeadshotOut(Body):
             likeness=report["likeness"],
             checks=report["checks"],
             label=report["label"],
+            method=report.get("method", "lora"),
             credentials=HeadshotCredentials(
                 manifest_label=headshot.manifest_label, ai_generated=True, watermark_payload=headshot.watermark_payload
             ),

@@ -117,6 +117,16 @@ class Services:
 
         return DlibBackend(use_68_landmarks=settings.dlib_68_landmarks)
 
+    def identity_method(self, name: str = "lora", ip_adapter: Path | None = None, adapter_scale: float | None = None):
+        """How a pack carries the person's identity: `name` with this installation's adapter and insightface pack
+        (`ip_adapter` overrides HEADSHOT_IP_ADAPTER). Checked at once: a missing file is an IdentityError."""
+        from generation.faceid import IdentityMethod
+
+        settings = self.settings
+        method = IdentityMethod(name, ip_adapter or settings.ip_adapter, settings.insightface_pack, adapter_scale)
+        method.check()
+        return method
+
     def load_sdxl(self, model: Path | None = None, config: Path | None = None):
         """Load the SDXL model given on the command line, or HEADSHOT_SDXL_MODEL."""
         from generation.models import MemoryOptions, ModelError, load_model

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
 
     sdxl_model: Path | None = Field(None, description="SDXL weights: a diffusers folder or a single .safetensors.")
     sdxl_config: Path | None = Field(None, description="Local diffusers config folder for a single-file checkpoint.")
+    ip_adapter: Path | None = Field(
+        None,
+        description="IP-Adapter FaceID weights for SDXL (a file, or a folder holding one) for the faceid and hybrid "
+        "identity methods; research use only. Needs insightface_pack for the ArcFace embedding.",
+    )
     device: str | None = Field(None, description="cuda, cuda:N or cpu; default: CUDA when available.")
     dtype: str | None = Field(
         None, description="bfloat16, float16 or float32; default: bf16/fp16 on CUDA, fp32 on CPU."

@@ -21,7 +21,6 @@ from service.files import private_directory
 from service.job_parameters import JobParameters
 from service.jobs import (
     PROGRESS_AFTER,
-    STAGES,
     Heartbeat,
     JobCancelled,
     Lease,
@@ -29,6 +28,7 @@ from service.jobs import (
     LeaseLost,
     claim,
     dispatch_job,
+    job_stages,
 )
 from service.tables import Headshot, Job, Photo, Subject
 
@@ -46,7 +46,7 @@ class StageContext:
     """What a stage knows about its job, read once when the stage starts."""
 
     job_id: str
-    job_kind: str  # train, generate or pack: which stages the job runs (service.jobs.STAGES)
+    job_kind: str  # train, generate, pack or preview: with the identity method, which stages run (job_stages)
     stage: str
     attempt: int
     subject_id: str
@@ -71,8 +71,12 @@ class StageContext:
         return cls(job.id, job.kind, stage, lease.attempt, job.subject_id, parameters, lora_key, job.render_key)
 
     @property
+    def stages(self) -> tuple[str, ...]:
+        return job_stages(self.job_kind, self.parameters.identity)
+
+    @property
     def progress_before(self) -> float:
-        stages = STAGES[self.job_kind]
+        stages = self.stages
         index = stages.index(self.stage)
         return PROGRESS_AFTER[self.job_kind][stages[index - 1]] if index else 0.0
 
@@ -109,6 +113,7 @@ def run_stage(services, job_id: str, stage: str, worker: str, dispatch: Callable
 def run_claimed_stage(services, lease: Lease, stage: str, dispatch: Callable[[str, str], None]) -> None:
     """Run a stage this worker holds the lease of; a cancel is obeyed at every phase (loading, encoding, each
     training step, each batch of images)."""
+    from generation.faceid import IdentityError
     from generation.pack import PackError
     from generation.training import TrainingError, TrainingStopped
 
@@ -124,7 +129,7 @@ def run_claimed_stage(services, lease: Lease, stage: str, dispatch: Callable[[st
         stage_run.abandon()
     except (TrainingStopped, JobCancelled):
         stage_run.finish(status="cancelled")
-    except (PackError, TrainingError) as exc:
+    except (PackError, TrainingError, IdentityError) as exc:
         stage_run.finish(status="failed", error=str(exc))
     except Exception as exc:  # recorded on the job; the worker keeps serving
         log.exception("job %s: %s failed", lease.job_id, stage)
@@ -194,7 +199,8 @@ class StageRun:
     def render(self) -> dict:
         from generation.pack import Provenance, render_disclosed
 
-        generator, accepted = self._lora_generator()
+        settings = self._pack_settings()
+        generator, accepted, references = self._generator(settings)
         self._stop_if_cancelled()
         registry = self.services.registry
         registry.forget_job(self.lease.job_id)  # what an earlier, unfinished attempt registered
@@ -204,7 +210,7 @@ class StageRun:
             self.services.trust(),
             self.settings.image_limits,
         )
-        rendered = render_disclosed(generator, accepted, self._pack_settings(), provenance, self._on_image)
+        rendered = render_disclosed(generator, accepted, settings, provenance, self._on_image, references)
         render_key = f"{self.prefix}render-{self.lease.attempt}/"
         for image in rendered.images:
             self.storage.write(f"{render_key}images/{image.name}", image.data)
@@ -212,28 +218,39 @@ class StageRun:
             "model": rendered.model,
             "lora": {"key": self.context.lora_key, "sha256": rendered.lora["sha256"]} if rendered.lora else None,
             "images": [image.describe() for image in rendered.images],
+            "identity": rendered.identity,
         }
         self.storage.write(render_key + "rendered.json", json.dumps(description, indent=2).encode())
         outputs = {"render_key": render_key, "model_sha256": rendered.model["sha256"]}
         return outputs | ({"lora_sha256": rendered.lora["sha256"]} if rendered.lora else {})
 
-    def _lora_generator(self):
-        """The job's identity LoRA from storage, as a generator, and the reference photos it learned from."""
-        from generation.generator import LoraGenerator
+    def _generator(self, settings):
+        """The job's generator (generation/faceid.identity_generator), the reference hashes its images name as
+        ingredients, and the photos it conditions on: the LoRA's (from its training record) for lora; the
+        subject's accepted photos, embedded by the adapter, for faceid; both for hybrid."""
+        from generation.faceid import identity_generator
         from generation.lora_files import LORA_FILE
-        from generation.pack import PackError, training_record
+        from generation.pack import PackError, accept_references, training_record
 
-        if not self.context.lora_key:
-            raise PackError("the job's LoRA is missing (was its train job erased?)")
-        lora_dir = self.scratch / "lora"
-        for name in (LORA_FILE, "training.json"):
-            self.storage.download(self.context.lora_key + name, lora_dir / name)
-        record = training_record(lora_dir)
-        accepted = [reference["sha256"] for reference in record.get("references", []) if reference.get("accepted")]
+        method, lora_dir, accepted, photos = settings.identity, None, [], []
+        if method.trains_lora:
+            if not self.context.lora_key:
+                raise PackError("the job's LoRA is missing (was its train job erased?)")
+            lora_dir = self.scratch / "lora"
+            for name in (LORA_FILE, "training.json"):
+                self.storage.download(self.context.lora_key + name, lora_dir / name)
+            record = training_record(lora_dir)
+            accepted = [item["sha256"] for item in record.get("references", []) if item.get("accepted")]
+        if method.uses_adapter:
+            _, _, usable = accept_references(self.references(), self.provenance(), self._scorer(method))
+            photos = [image for _, image in usable]
+            embedded = [reference.sha256 for reference, _ in usable]
+            accepted = embedded + [digest for digest in accepted if digest not in embedded]
         model = self.services.load_sdxl()
-        return LoraGenerator(model, lora_dir, self._pack_settings().training.subject), accepted
+        return identity_generator(model, method, lora_dir, settings.training), accepted, photos
 
     def score(self) -> None:
+        from generation.faceid import IdentityMethod
         from generation.pack import (
             DisclosedImage,
             RenderedPack,
@@ -250,7 +267,7 @@ class StageRun:
             for item in rendered["images"]
         ]
         provenance = self.provenance()
-        backend = self.services.face_backend
+        backend = self._scorer(IdentityMethod(self.context.parameters.identity))  # no adapter file needed here
         identity, decisions, _ = accept_references(self.references(), provenance, backend)
         lora = rendered.get("lora")
         training = json.loads(self.storage.read(lora["key"] + "training.json")) if lora else {}
@@ -277,7 +294,7 @@ class StageRun:
         for entry in entries:
             entry.update(headshot_id=headshots[entry["file"]].id, download=downloads[entry["file"]])
         report = pack_report(
-            RenderedPack(rendered["model"], lora, images),
+            RenderedPack(rendered["model"], lora, images, rendered.get("identity", {"method": "lora"})),
             training.get("references", decisions),
             identity,
             training,
@@ -297,7 +314,7 @@ class StageRun:
     def hand_on(self, outputs: dict, dispatch) -> None:
         """Record the stage's outputs and queue the next stage (or finish), in one fenced UPDATE."""
         job_kind = self.context.job_kind
-        stages = STAGES[job_kind]
+        stages = self.context.stages
         following = stages[stages.index(self.stage) + 1] if self.stage != stages[-1] else None
         progress = PROGRESS_AFTER[job_kind][self.stage]
         if following is None:
@@ -356,6 +373,13 @@ class StageRun:
             for photo in photos
         ]
 
+    def _scorer(self, method):
+        """The face backend that checks references and scores likeness for `method`: never the ArcFace that
+        conditions the adapter (generation/faceid.likeness_backend)."""
+        from generation.faceid import likeness_backend
+
+        return likeness_backend(self.services.face_backend, method)
+
     def provenance(self):
         """What reading references and verifying outputs needs (no signing: that is the render stage's)."""
         from generation.pack import Provenance
@@ -363,7 +387,9 @@ class StageRun:
         return Provenance(None, None, self.services.trust(), self.settings.image_limits)
 
     def _pack_settings(self):
-        return self.context.parameters.pack_settings(self.settings.presets_file, self.settings.gradient_checkpointing)
+        parameters = self.context.parameters
+        identity = self.services.identity_method(parameters.identity, adapter_scale=parameters.adapter_scale)
+        return parameters.pack_settings(self.settings.presets_file, self.settings.gradient_checkpointing, identity)
 
     # -- progress and checkpoints ----------------------------------------------------------------
 

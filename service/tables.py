@@ -126,7 +126,7 @@ class Job(SQLModel, table=True):
     id: str = Field(default_factory=_id, primary_key=True)
     tenant: str = Field(index=True)
     subject_id: str = Field(index=True, foreign_key="subjects.id")
-    kind: str  # train | generate | pack
+    kind: str  # train | generate | pack | preview
     parameters: str = Field(sa_column=Column(Text, nullable=False))  # JSON
     status: str = Field(default="queued", index=True)  # queued running succeeded failed cancelled interrupted
     stage: str = "train"  # what runs next or now: train | render | score (service/jobs.py)

@@ -103,6 +103,23 @@ def tiny_model(tmp_path_factory, offline_hub) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_faceid(tiny_model, tmp_path_factory) -> Path:
+    """A tiny random IP-Adapter FaceID for the tiny model (a folder holding its weights file)."""
+    from generation.tiny_faceid import write_tiny_faceid_adapter
+
+    return write_tiny_faceid_adapter(tmp_path_factory.mktemp("tiny-faceid") / "ip-adapter-faceid", tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_insightface_pack(tmp_path_factory) -> Path:
+    """The tiny insightface-shaped pack: one "face" at a fixed place of any bright image (needs insightface)."""
+    pytest.importorskip("insightface")  # optional: see scoring/insightface_backend.py
+    from scoring.tiny_insightface import write_tiny_insightface_pack
+
+    return write_tiny_insightface_pack(tmp_path_factory.mktemp("tiny-insightface") / "insightface")
+
+
+@pytest.fixture(scope="session")
 def tiny_config(tiny_model, tmp_path_factory) -> Path:
     """The tiny model's diffusers folder without any weights: loading the single file with it as `config`
     proves every weight comes from the single file."""

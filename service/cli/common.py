@@ -36,6 +36,7 @@ def fail(message: str) -> None:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """The errors whose message tells the user what to do: printed as such, never as a traceback."""
+    from generation.faceid import IdentityError
     from generation.kohya import KohyaExportError
     from generation.models import ModelError
     from generation.pack import PackError
@@ -50,6 +51,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         CredentialsError,
         DatabaseError,
         FaceBackendError,
+        IdentityError,
         ImageInputError,
         KohyaExportError,
         ModelError,

@@ -8,28 +8,11 @@ from typing import Annotated
 import typer
 
 from generation.training import TrainingConfig
-from service.cli.common import app, console, errors, fail, group, read_image, reports_errors, services
+from service.cli.common import app, console, errors, fail, read_image, reports_errors, services
 from service.cli.progress import WorkProgress
 from service.job_parameters import JobParameters
 
 DEFAULTS = JobParameters()  # the job API's defaults: one set for both
-
-models_app = group("models", "SDXL models: a tiny random one for tests and demos.")
-
-
-@models_app.command("tiny")
-@reports_errors
-def models_tiny(directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to write the model.")]) -> None:
-    """Write a tiny, randomly initialised SDXL-architecture model. It produces noise: for tests and demos only."""
-    from generation.tiny import write_tiny_model
-
-    write_tiny_model(directory)
-    console.print(
-        f"wrote a tiny random SDXL model to {directory} (and {directory / 'tiny-sdxl.safetensors'}); "
-        "it produces noise, not faces: use it to try the pipeline, not to make headshots",
-        highlight=False,
-    )
-
 
 ModelOption = Annotated[
     Path | None, typer.Option("--model", metavar="M", help="SDXL diffusers folder or .safetensors file.")
@@ -76,6 +59,28 @@ BatchSizeOption = Annotated[
 ]
 ClassWordOption = Annotated[
     ClassWord, typer.Option("--class-word", help="Who the photos show; the caption is 'a photo of hsk CLASS-WORD'.")
+]
+class Identity(StrEnum):
+    lora = "lora"
+    faceid = "faceid"
+    hybrid = "hybrid"
+
+
+IdentityOption = Annotated[
+    Identity,
+    typer.Option(
+        "--identity",
+        help="lora: train an identity LoRA; faceid: no training, IP-Adapter FaceID on the ArcFace embedding "
+        "(needs --ip-adapter and HEADSHOT_INSIGHTFACE_PACK; research-only weights); hybrid: both.",
+    ),
+]
+IPAdapterOption = Annotated[
+    Path | None,
+    typer.Option("--ip-adapter", metavar="PATH", help="IP-Adapter FaceID weights for SDXL, file or folder (HEADSHOT_IP_ADAPTER)."),
+]
+AdapterScaleOption = Annotated[
+    float | None,
+    typer.Option("--adapter-scale", metavar="F", min=0, max=2, help="IP-Adapter strength (default: faceid 1.0, hybrid 0.5)."),
 ]
 RankOption = Annotated[int, typer.Option(metavar="R", min=1, help="LoRA rank.")]
 AlphaOption = Annotated[int, typer.Option(metavar="A", min=1, help="LoRA alpha.")]
@@ -195,11 +200,14 @@ def pack(
     size: SizeOption = DEFAULTS.size,
     seed: SeedOption = DEFAULTS.seed,
     top_k: TopKOption = DEFAULTS.top_k,
+    identity: IdentityOption = Identity.lora,
+    ip_adapter: IPAdapterOption = None,
+    adapter_scale: AdapterScaleOption = None,
     export: ExportOption = None,
     licensed: LicensedOption = None,
     licence_note: LicenceNoteOption = None,
 ) -> None:
-    """Train, render, score and disclose a headshot pack: images, LoRA, report.json and index.html in --out."""
+    """Train (lora, hybrid), render, score and disclose a headshot pack: images, report.json and index.html."""
     training = {
         "steps": steps,
         "batch_size": batch_size,
@@ -211,15 +219,19 @@ def pack(
         "checkpoint_every": checkpoint_every,
     }
     rendering = {"styles": styles, "count": count, "inference_steps": inference_steps, "size": size, "seed": seed}
-    _run_pack(reference, out, model, config, rendering, training, top_k, licensed, licence_note, export=export)
+    method = (identity.value, ip_adapter, adapter_scale)
+    _run_pack(reference, out, model, config, rendering, training, top_k, licensed, licence_note, method, export=export)
 
 
 @app.command()
 @reports_errors
 def generate(
     reference: ReferenceOption,
-    lora: Annotated[Path, typer.Option("--lora", metavar="DIR", help="Folder of a LoRA made by `headshot train`.")],
     out: OutOption,
+    lora: Annotated[
+        Path | None,
+        typer.Option("--lora", metavar="DIR", help="Folder of a LoRA made by `headshot train` (lora, hybrid)."),
+    ] = None,
     model: ModelOption = None,
     config: ConfigOption = None,
     styles: StylesOption = None,
@@ -228,10 +240,20 @@ def generate(
     size: SizeOption = DEFAULTS.size,
     seed: SeedOption = DEFAULTS.seed,
     top_k: TopKOption = DEFAULTS.top_k,
+    identity: IdentityOption = Identity.lora,
+    ip_adapter: IPAdapterOption = None,
+    adapter_scale: AdapterScaleOption = None,
+    class_word: ClassWordOption = DEFAULT_CLASS_WORD,
 ) -> None:
-    """Render, score and disclose headshots with a trained LoRA (the reference photos become ingredients)."""
+    """Render, score and disclose headshots with a trained LoRA and/or IP-Adapter FaceID (no training)."""
+    if identity is not Identity.faceid and lora is None:
+        fail(f"--identity {identity.value} renders with a trained LoRA: pass --lora DIR (or use --identity faceid)")
+    if identity is Identity.faceid and lora is not None:
+        fail("--identity faceid uses no LoRA: drop --lora, or use --identity hybrid")
     rendering = {"styles": styles, "count": count, "inference_steps": inference_steps, "size": size, "seed": seed}
-    _run_pack(reference, out, model, config, rendering, {"steps": 1}, top_k, None, None, trained_lora=lora)
+    training = {"steps": 1, "class_word": class_word.value}
+    method = (identity.value, ip_adapter, adapter_scale)
+    _run_pack(reference, out, model, config, rendering, training, top_k, None, None, method, trained_lora=lora)
 
 
 def _run_pack(
@@ -244,6 +266,7 @@ def _run_pack(
     top_k,
     licensed,
     licence_note,
+    identity: tuple,
     trained_lora=None,
     export=None,
 ) -> None:
@@ -254,6 +277,9 @@ def _run_pack(
     settings = command_services.settings
     styles = rendering["styles"]
     presets = select_presets(load_presets(settings.presets_file), styles.split(",") if styles else None)
+    method = command_services.identity_method(*identity)
+    if export is not None and not method.trains_lora:
+        fail(f"--export {export.value} exports the identity LoRA, which --identity {method.name} does not train")
     loaded = command_services.load_sdxl(model, config)
     config_for_training = TrainingConfig(
         resolution=training.pop("resolution", rendering["size"]),
@@ -269,6 +295,7 @@ def _run_pack(
         rendering["seed"],
         top_k,
         config_for_training,
+        method,
     )
     with WorkProgress(errors) as progress:
         report = make_pack(
@@ -287,7 +314,7 @@ def _run_pack(
         _export_kohya(Path(out) / "lora", loaded)
     kept = [image for image in report["images"] if image["kept"]]
     console.print(
-        f"{out}: {len(report['images'])} disclosed images, {len(kept)} kept "
+        f"{out}: {len(report['images'])} disclosed images made by {report['method']}, {len(kept)} kept "
         f"({sum(image['passed'] for image in kept)} passing the quality gate); report.json and index.html written",
         highlight=False,
     )

@@ -10,20 +10,41 @@ from sqlmodel import select
 
 from service.deps import Caller, ServicesDep, SessionDep, audit, get_owned, require
 from service.job_parameters import JobParameters
-from service.jobs import STAGES, dispatch_job
+from service.jobs import dispatch_job, job_stages
 from service.schemas import HeadshotList, HeadshotOut, JobOut
 from service.tables import Headshot, Job, Photo, Subject
+from service.text import plain_text
 from service.webhooks import job_ended
 
 router = APIRouter(tags=["jobs"])
 Studio = Annotated[Caller, Depends(require("studio"))]
 StudioOrAuditor = Annotated[Caller, Depends(require("studio", "auditor"))]
-NEEDS = {"train": {"training"}, "generate": {"generation"}, "pack": {"training", "generation"}}
+PREVIEW_COUNT_LIMIT = 4  # images per style a preview may ask for: a first look, not a pack
 
 
 class JobIn(BaseModel):
     kind: Literal["train", "generate", "pack"]
     parameters: JobParameters = Field(default_factory=JobParameters)
+
+
+class PreviewIn(BaseModel):
+    """A few faceid images of the subject, rendered without training (IP-Adapter FaceID on their photos)."""
+
+    styles: list[plain_text(64)] | None = Field(
+        None, max_length=10, description="Style preset names (default: all presets)."
+    )
+    count: int = Field(1, ge=1, le=PREVIEW_COUNT_LIMIT, description="Images per style.")
+    inference_steps: int = Field(30, ge=1, le=200)
+    size: int = Field(1024, ge=32, le=2048)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    class_word: Literal["person", "woman", "man"] = Field("person", description="Who the photos show.")
+    adapter_scale: float | None = Field(None, ge=0, le=2, description="The IP-Adapter's strength (default 1.0).")
+
+
+def consent_needed(kind: str, identity: str) -> set[str]:
+    """The consent purposes a job needs: training where it trains a LoRA, generation where it renders."""
+    stages = job_stages(kind, identity)
+    return {purpose for stage, purpose in (("train", "training"), ("render", "generation")) if stage in stages}
 
 
 def get_job(session, caller: Caller, job_id: str) -> Job:
@@ -34,15 +55,38 @@ def get_job(session, caller: Caller, job_id: str) -> Job:
 def create_job(
     subject_id: str, body: JobIn, request: Request, caller: Studio, session: SessionDep, services: ServicesDep
 ) -> JobOut:
+    return _create_job(subject_id, body.kind, body.parameters, request, caller, session, services)
+
+
+@router.post("/v1/subjects/{subject_id}/previews", status_code=202)
+def create_preview(
+    subject_id: str, body: PreviewIn, request: Request, caller: Studio, session: SessionDep, services: ServicesDep
+) -> dict:
+    """A job (kind `preview`) rendering a few `faceid` images from the subject's accepted photos, without
+    training, so that a person can see a first result before anyone pays for training. Like every job it runs
+    in stages (render, score) under a lease, needs the subject's consent to generation, and every image is
+    disclosed; its headshots are listed with the subject's others."""
+    parameters = JobParameters(
+        identity="faceid",
+        top_k=1000,  # every image of a preview is kept: it is shown, not chosen from
+        **body.model_dump(),
+    )
+    return _create_job(subject_id, "preview", parameters, request, caller, session, services)
+
+
+def _create_job(
+    subject_id: str, kind: str, parameters: JobParameters, request: Request, caller, session, services
+) -> JobOut:
     subject = get_owned(session, caller, Subject, subject_id, "subject")
     if subject.consent_withdrawn_at is not None:
         raise HTTPException(409, "consent was withdrawn for this subject")
-    missing = NEEDS[body.kind] - set(json.loads(subject.consent_scope))
+    missing = consent_needed(kind, parameters.identity) - set(json.loads(subject.consent_scope))
     if missing:
         raise HTTPException(409, f"the subject's consent does not cover {', '.join(sorted(missing))}")
     if services.settings.sdxl_model is None:
         raise HTTPException(503, "no SDXL model is configured on this server (HEADSHOT_SDXL_MODEL); ask its operator")
-    _check_styles(body.parameters.styles, services)
+    _check_identity(kind, parameters, services)
+    _check_styles(parameters.styles, services)
     if not session.exec(select(Photo).where(Photo.subject_id == subject.id, Photo.accepted)).first():
         raise HTTPException(409, "the subject has no accepted reference photo; upload some first")
     active = session.exec(select(Job).where(Job.tenant == subject.tenant, Job.status.in_(("queued", "running")))).all()
@@ -53,25 +97,73 @@ def create_job(
             "wait for some to finish",
             {"Retry-After": "60"},
         )
-    if body.kind == "generate":
-        trained = body.parameters.lora_job_id and session.get(Job, body.parameters.lora_job_id)
+    if kind == "generate" and parameters.identity != "faceid":
+        trained = parameters.lora_job_id and session.get(Job, parameters.lora_job_id)
         if not trained or trained.subject_id != subject.id or trained.kind != "train" or trained.status != "succeeded":
-            raise HTTPException(422, "generate needs parameters.lora_job_id: a succeeded train job of this subject")
+            raise HTTPException(
+                422,
+                f"generate with {parameters.identity} needs parameters.lora_job_id: a succeeded train job of "
+                "this subject",
+            )
+    stages = job_stages(kind, parameters.identity)
     job = Job(
         tenant=subject.tenant,
         subject_id=subject.id,
-        kind=body.kind,
-        parameters=body.parameters.model_dump_json(),
-        total_steps=(body.parameters.steps or 0) if body.kind != "generate" else 0,  # set when training starts
+        kind=kind,
+        parameters=parameters.model_dump_json(),
+        total_steps=(parameters.steps or 0) if "train" in stages else 0,  # set when training starts
         created_by=caller.key_name,
     )
-    job.stage = STAGES[body.kind][0]
+    job.stage = stages[0]
     session.add(job)
-    audit(session, caller, "create", "job", job.id, body.kind)
+    audit(
+        session,
+        caller,
+        "create",
+        "job",
+        job.id,
+        kind if parameters.identity == "lora" else f"{kind} {parameters.identity}",
+    )
     session.commit()
     dispatch_job(session.get_bind(), request.app.state.jobs.dispatch, job.id, job.stage)
     session.refresh(job)
     return JobOut.from_row(job)
+
+
+def _check_identity(kind: str, parameters: JobParameters, services) -> None:
+    """The identity method fits the job and this server has its files (IP-Adapter FaceID, insightface pack)."""
+    from generation.faceid import IdentityError
+
+    if kind == "train" and parameters.identity != "lora":
+        raise HTTPException(
+            422, "a train job trains the identity LoRA: parameters.identity applies to pack and generate"
+        )
+    if parameters.identity == "faceid" and parameters.lora_job_id:
+        raise HTTPException(422, "identity faceid uses no LoRA: drop parameters.lora_job_id, or use identity hybrid")
+    try:
+        services.identity_method(parameters.identity)
+    except IdentityError as exc:
+        raise HTTPException(
+            503, f"this server is not set up for identity {parameters.identity} ({exc}); ask its operator"
+        ) from None
+
+
+def _check_identity(kind: str, parameters: JobParameters, services) -> None:
+    """The identity method fits the job and this server has its files (IP-Adapter FaceID, insightface pack)."""
+    from generation.faceid import IdentityError
+
+    if kind == "train" and parameters.identity != "lora":
+        raise HTTPException(
+            422, "a train job trains the identity LoRA: parameters.identity applies to pack and generate"
+        )
+    if parameters.identity == "faceid" and parameters.lora_job_id:
+        raise HTTPException(422, "identity faceid uses no LoRA: drop parameters.lora_job_id, or use identity hybrid")
+    try:
+        services.identity_method(parameters.identity)
+    except IdentityError as exc:
+        raise HTTPException(
+            503, f"this server is not set up for identity {parameters.identity} ({exc}); ask its operator"
+        ) from None
 
 
 def _check_styles(styles: list[str] | None, services) -> None:

@@ -35,6 +35,10 @@ def training_record(
         raise HTTPException(
             409, f"job {job.id} generated with the LoRA of job {trained_by}: ask for that job's training record"
         )
+    if job.kind == "preview" or json.loads(job.parameters).get("identity") == "faceid":
+        raise HTTPException(
+            409, f"job {job.id} used IP-Adapter FaceID on the reference photos and trained no LoRA: no training record"
+        )
     if not job.lora_key:
         raise HTTPException(409, f"job {job.id} has not trained its LoRA yet ({job.status}, at {job.stage})")
     try:

@@ -229,7 +229,7 @@ def test_api(case, api):
     CASES[(f"{case.method.upper()} {case.path}", response.status_code)] += 1
     expected_503 = (
         response.status_code == 503
-        and case.path == "/v1/subjects/{subject_id}/jobs"
+        and case.path in ("/v1/subjects/{subject_id}/jobs", "/v1/subjects/{subject_id}/previews")
         and JOB_CREATION_503 in response.text
     )
     checks = [content_type_conformance, response_schema_conformance]

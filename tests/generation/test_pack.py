@@ -255,8 +255,9 @@ def test_pack_needs_a_model(tmp_path, monkeypatch):
 
 def test_tiny_model_command(tmp_path):
     result = CliRunner().invoke(app, ["models", "tiny", str(tmp_path / "tiny")])
-    assert result.exit_code == 0 and "produces noise" in result.output
+    assert result.exit_code == 0 and "they produce noise, not faces" in " ".join(result.output.split())
     assert "noise" in (tmp_path / "tiny" / "README.md").read_text()
+    assert "random" in (tmp_path / "tiny" / "ip-adapter-faceid" / "README.md").read_text()
 
 
 def test_train_then_generate_commands(tiny_model, tmp_path, monkeypatch):

@@ -255,7 +255,7 @@ def tiny_face_backend(tmp_path_factory):
     """The tiny insightface models find a "face" in any bright render (see the test using them)."""
     pytest.importorskip("insightface")  # optional: see scoring/insightface_backend.py
     from scoring.insightface_backend import InsightFaceBackend
-    from tests.scoring.tiny_insightface import build_detector, build_recogniser
+    from scoring.tiny_insightface import build_detector, build_recogniser
 
     pack = tmp_path_factory.mktemp("tiny-insightface")
     build_detector(pack / "det_10g.onnx")
@@ -266,7 +266,7 @@ def tiny_face_backend(tmp_path_factory):
 def test_the_best_checkpoint_becomes_the_lora_and_training_json_says_which(model, tmp_path, tiny_face_backend):
     """Validation renders are scored at every checkpoint; the LoRA saved is the checkpoint they liked best.
 
-    The tiny insightface models (tests/scoring/tiny_insightface.py) find a face at a fixed place in any
+    The tiny insightface models (scoring/tiny_insightface.py) find a face at a fixed place in any
     bright image, with an embedding of its pixels, so the tiny model's renders get a likeness that moves
     with training (dlib finds no face in noise)."""
     from diffusers.utils import convert_state_dict_to_diffusers

@@ -13,7 +13,7 @@ from tests.conftest import FACES
 insightface = pytest.importorskip("insightface")  # optional: see scoring/insightface_backend.py
 
 from scoring.insightface_backend import InsightFaceBackend, InsightFaceDetection  # noqa: E402
-from tests.scoring.tiny_insightface import (  # noqa: E402
+from scoring.tiny_insightface import (  # noqa: E402
     EMBEDDING_SIZE,
     FACE_CENTRE,
     FACE_HALF_SIDE,

@@ -1,4 +1,9 @@
-"""Tiny ONNX stand-ins for an insightface model pack, built with onnx.helper at test time.
+"""Tiny ONNX stand-ins for an insightface model pack, built offline with onnx.helper (tests and demos).
+
+`write_tiny_insightface_pack(directory)` writes a pack that `InsightFaceBackend` loads like a real one
+(`headshot models tiny DIR` puts it in DIR/insightface/); its "face" is a fixed place, its embeddings a
+fixed random projection of the pixels: it recognises nobody. onnx is imported with this module, which
+only the tiny-model writer and the tests import (onnx is in the `insightface` extra).
 
 - `build_detector`: an SCRFD-shaped detector (3 strides of 8, 16 and 32, 2 anchors per location, outputs
   scores x3, boxes x3 and, by default, keypoints x3: 9 outputs, 6 without keypoints) with a dynamic input
@@ -28,6 +33,25 @@ SCORE_GAIN = 12.0  # logit = SCORE_GAIN * (mean normalised pixel + SCORE_FLOOR) 
 SCORE_FLOOR = 0.6  # black pixels normalise to about -1, so a dark image scores sigmoid(-4.8)
 SCORE_WIDTH = 100.0  # in squared pixels: the neighbouring anchors, 32 pixels away, score near zero
 EMBEDDING_SIZE = 512
+DETECTOR_FILE = "tiny_scrfd.onnx"
+RECOGNISER_FILE = "tiny_arcface.onnx"
+README = """# Tiny insightface-shaped pack (tests and demos only)
+
+Two ONNX models with the input and output shapes of insightface's SCRFD detector ({detector}) and ArcFace
+recogniser ({recogniser}), so that `HEADSHOT_INSIGHTFACE_PACK` and IP-Adapter FaceID can be tried offline.
+They were never trained: the detector reports one "face" at a fixed place of any bright enough image, and
+the recogniser's 512-number embedding is a fixed random projection of the pixels there. It recognises nobody.
+"""
+
+
+def write_tiny_insightface_pack(directory: Path) -> Path:
+    """Write the tiny detector, recogniser and a README into `directory`; return `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    build_detector(directory / DETECTOR_FILE)
+    build_recogniser(directory / RECOGNISER_FILE)
+    (directory / "README.md").write_text(README.format(detector=DETECTOR_FILE, recogniser=RECOGNISER_FILE))
+    return directory
 
 
 def build_detector(path: Path, keypoints: bool = True) -> Path:

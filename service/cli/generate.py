@@ -76,11 +76,15 @@ IdentityOption = Annotated[
 ]
 IPAdapterOption = Annotated[
     Path | None,
-    typer.Option("--ip-adapter", metavar="PATH", help="IP-Adapter FaceID weights for SDXL, file or folder (HEADSHOT_IP_ADAPTER)."),
+    typer.Option(
+        "--ip-adapter", metavar="PATH", help="IP-Adapter FaceID weights for SDXL, file or folder (HEADSHOT_IP_ADAPTER)."
+    ),
 ]
 AdapterScaleOption = Annotated[
     float | None,
-    typer.Option("--adapter-scale", metavar="F", min=0, max=2, help="IP-Adapter strength (default: faceid 1.0, hybrid 0.5)."),
+    typer.Option(
+        "--adapter-scale", metavar="F", min=0, max=2, help="IP-Adapter strength (default: faceid 1.0, hybrid 0.5)."
+    ),
 ]
 RankOption = Annotated[int, typer.Option(metavar="R", min=1, help="LoRA rank.")]
 AlphaOption = Annotated[int, typer.Option(metavar="A", min=1, help="LoRA alpha.")]

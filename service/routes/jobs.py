@@ -61,7 +61,7 @@ def create_job(
 @router.post("/v1/subjects/{subject_id}/previews", status_code=202)
 def create_preview(
     subject_id: str, body: PreviewIn, request: Request, caller: Studio, session: SessionDep, services: ServicesDep
-) -> dict:
+) -> JobOut:
     """A job (kind `preview`) rendering a few `faceid` images from the subject's accepted photos, without
     training, so that a person can see a first result before anyone pays for training. Like every job it runs
     in stages (render, score) under a lease, needs the subject's consent to generation, and every image is

@@ -16,7 +16,7 @@ models_app = group(
 
 @models_app.command("tiny")
 @reports_errors
-def models_tiny(directory: Annotated[Path, typer.Argument(help="Where to write the models.")]) -> None:
+def models_tiny(directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to write the models.")]) -> None:
     """Write tiny random models (SDXL, IP-Adapter FaceID, insightface-shaped pack): for tests and demos only."""
     from generation.tiny import write_tiny_model
     from generation.tiny_faceid import write_tiny_faceid_adapter

@@ -42,6 +42,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 from sqlmodel import Session
 
+from provenance import disclose_image
 from service.app import create_app
 from service.database import engine_for
 from service.deps import create_key
@@ -138,7 +139,7 @@ def flatmap_body(context, body):
 @pytest.fixture(scope="module")
 def api():
     """An admin key, and real objects for path ids: a subject with an accepted photo, a job, a headshot, a
-    webhook."""
+    webhook, a registered disclosure."""
     from fastapi.testclient import TestClient
 
     with Session(engine_for(SETTINGS.resolved_database_url)) as session:
@@ -196,6 +197,9 @@ def api():
         session.add(webhook)
         session.commit()
         IDS.update(subject_id=[subject_id], job_id=[job.id], headshot_id=[headshot.id], webhook_id=[webhook.id])
+    services = APP.state.services  # a registered disclosure, whose manifest store /manifests/{manifestId} serves
+    disclosure = disclose_image(IMAGES[1], services.credentials.signing_identity(), services.registry)
+    IDS.update(manifestId=[disclosure.manifest_label])
     yield admin
     shutil.rmtree(DATA_DIR, ignore_errors=True)
 

@@ -148,24 +148,6 @@ def _check_identity(kind: str, parameters: JobParameters, services) -> None:
         ) from None
 
 
-def _check_identity(kind: str, parameters: JobParameters, services) -> None:
-    """The identity method fits the job and this server has its files (IP-Adapter FaceID, insightface pack)."""
-    from generation.faceid import IdentityError
-
-    if kind == "train" and parameters.identity != "lora":
-        raise HTTPException(
-            422, "a train job trains the identity LoRA: parameters.identity applies to pack and generate"
-        )
-    if parameters.identity == "faceid" and parameters.lora_job_id:
-        raise HTTPException(422, "identity faceid uses no LoRA: drop parameters.lora_job_id, or use identity hybrid")
-    try:
-        services.identity_method(parameters.identity)
-    except IdentityError as exc:
-        raise HTTPException(
-            503, f"this server is not set up for identity {parameters.identity} ({exc}); ask its operator"
-        ) from None
-
-
 def _check_styles(styles: list[str] | None, services) -> None:
     """Unknown style names are the caller's mistake (422) now, not a failed job after training."""
     from generation.presets import PresetError, load_presets, select_presets

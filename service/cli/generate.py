@@ -60,6 +60,8 @@ BatchSizeOption = Annotated[
 ClassWordOption = Annotated[
     ClassWord, typer.Option("--class-word", help="Who the photos show; the caption is 'a photo of hsk CLASS-WORD'.")
 ]
+
+
 class Identity(StrEnum):
     lora = "lora"
     faceid = "faceid"

@@ -122,7 +122,10 @@ def audit_lookup(
         if caller.sees(t.tenant) and label in json.loads(t.kept_manifests)
     ]
     return LookupNotFound(
-        found=False, verdict_label=verdict.label, manifest_label=label, erased_subjects=erased,
+        found=False,
+        verdict_label=verdict.label,
+        manifest_label=label,
+        erased_subjects=erased,
         why_not_found=_why_not_found(verdict.label, label, erased),
     )
 

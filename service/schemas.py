@@ -138,7 +138,8 @@ class JobOut(Body):
             kind=job.kind,
             status=job.status,
             stage=job.stage,
-            attempt=job.lease_losses + 1,  # of the current stage: 2 once a worker running it was lost
+            # of the current stage: 2 once a worker running it was lost; an interrupted stage ran lease_losses times
+            attempt=job.lease_losses + (0 if job.status == "interrupted" else 1),
             worker=job.worker,
             progress=round(job.progress, 4),
             step=job.step,

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from provenance.payload_code import coded_length, decode_payload, encode_payload
+from provenance.tile_v2.pattern import activity_mask, luma, render_periodic
 from provenance.watermarking import WatermarkReading
 
 ALGORITHM = "io.github.headshot.watermark.tile-v1"
@@ -62,14 +63,9 @@ def embed_watermark(image: Image.Image, payload: int) -> Image.Image:
     pixels = np.asarray(working, dtype=np.float32)
     height, width = pixels.shape[:2]
     period = max(height, width) / _TILES_PER_SIDE
-    pattern = _render_periodic(_chip_grid(payload), period, height, width)
+    pattern = render_periodic(_chip_grid(payload), period, height, width)
 
-    luma = _luma(pixels)
-    sigma = period / _CHIPS
-    mean = cv2.GaussianBlur(luma, (0, 0), sigma)
-    activity = np.sqrt(np.maximum(cv2.GaussianBlur(luma * luma, (0, 0), sigma) - mean * mean, 0))
-    mask = np.clip(activity / (np.median(activity) + 1e-3), _MASK_FLOOR, _MASK_CEIL) ** _MASK_EXPONENT
-    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    mask = activity_mask(luma(pixels), period / _CHIPS, _MASK_FLOOR, _MASK_CEIL, _MASK_EXPONENT)
     delta = pattern * mask
     delta *= _strength(max(rgb.size)) / (np.sqrt(np.mean(delta * delta)) + 1e-9)
     if working.size != rgb.size:
@@ -85,12 +81,12 @@ def embed_watermark(image: Image.Image, payload: int) -> Image.Image:
 def read_watermark(image: Image.Image) -> WatermarkReading:
     """Look for a watermark at any scale and crop offset."""
     cv2.setNumThreads(1)
-    luma = _luma(np.asarray(_working_copy(image.convert("RGB")), dtype=np.float32))
-    if min(luma.shape) < MIN_SIDE // 2:
+    grey = luma(np.asarray(_working_copy(image.convert("RGB")), dtype=np.float32))
+    if min(grey.shape) < MIN_SIDE // 2:
         return WatermarkReading(None, 0.0, None, 0)
-    long_side = max(luma.shape)
+    long_side = max(grey.shape)
     # measured periods first, then the periods of an uncropped and of a 90% crop of the original
-    periods = [*_estimate_periods(luma), long_side / _TILES_PER_SIDE, long_side / _TILES_PER_SIDE / 0.9]
+    periods = [*_estimate_periods(grey), long_side / _TILES_PER_SIDE, long_side / _TILES_PER_SIDE / 0.9]
     best: tuple[bool, float, np.ndarray, int | None] | None = None
     tried: list[float] = []
     for period in periods:
@@ -98,7 +94,7 @@ def read_watermark(image: Image.Image) -> WatermarkReading:
             continue
         tried.append(period)
         z_score, chips = max(
-            (_chips_and_sync(_fold(luma, candidate)) for candidate in (period, period * 0.996, period * 1.004)),
+            (_chips_and_sync(_fold(grey, candidate)) for candidate in (period, period * 0.996, period * 1.004)),
             key=lambda result: result[0],
         )
         soft = _soft_bits(chips)
@@ -145,21 +141,6 @@ def _working_copy(image: Image.Image) -> Image.Image:
     if scale >= 1:
         return image
     return image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BOX)
-
-
-def _luma(pixels: np.ndarray) -> np.ndarray:
-    return pixels[..., 0] * 0.299 + pixels[..., 1] * 0.587 + pixels[..., 2] * 0.114
-
-
-def _render_periodic(grid: np.ndarray, period: float, height: int, width: int) -> np.ndarray:
-    """Upsample a periodic chip grid to the given (fractional) period, covering height x width."""
-    chip = period / grid.shape[0]
-    tiled = np.tile(grid, (int(np.ceil(height / period)) + 2, int(np.ceil(width / period)) + 2))
-    tiled = np.concatenate([tiled[:, -1:], tiled], axis=1)  # one wrapped chip so interpolation is periodic
-    tiled = np.concatenate([tiled[-1:, :], tiled], axis=0)
-    upsampled = cv2.resize(tiled, (0, 0), fx=chip, fy=chip, interpolation=cv2.INTER_LINEAR)
-    offset = round(chip)
-    return upsampled[offset : offset + height, offset : offset + width]
 
 
 def _bandpass(luma: np.ndarray) -> np.ndarray:
@@ -250,7 +231,7 @@ def _decoder_filters() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chip's response in the decoder domain, the lattice spectrum for deconvolution, the sync filter."""
     impulse = np.zeros((_CHIPS, _CHIPS), np.float32)
     impulse[0, 0] = 1
-    rendered = _render_periodic(impulse, _DECODE_TILE, _DECODE_TILE, _DECODE_TILE)
+    rendered = render_periodic(impulse, _DECODE_TILE, _DECODE_TILE, _DECODE_TILE)
     size = rendered.shape[0]
     kernel = _bandpass(np.tile(rendered, (3, 3)))[size : 2 * size, size : 2 * size]
     kernel_spectrum = np.fft.fft2(kernel)

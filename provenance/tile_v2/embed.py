@@ -4,7 +4,15 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from provenance.tile_v2.pattern import CHIPS, PAYLOAD_BITS, TILES_PER_SIDE, chip_grid, luma, render_periodic
+from provenance.tile_v2.pattern import (
+    CHIPS,
+    PAYLOAD_BITS,
+    TILES_PER_SIDE,
+    activity_mask,
+    chip_grid,
+    luma,
+    render_periodic,
+)
 
 WORKING_SIDE = 2048  # larger images are embedded at this size (the pattern is smooth) and upsampled
 STRENGTH = 2.4  # RMS grey-level change from 768 px up: PSNR about 40.4 dB
@@ -25,12 +33,8 @@ def embed(image: Image.Image, payload: int) -> Image.Image:
     period = max(height, width) / TILES_PER_SIDE
     pattern = render_periodic(chip_grid(payload), period, height, width)
 
-    brightness = luma(pixels)
-    sigma = period / CHIPS
-    mean = cv2.GaussianBlur(brightness, (0, 0), sigma)
-    activity = np.sqrt(np.maximum(cv2.GaussianBlur(brightness * brightness, (0, 0), sigma) - mean * mean, 0))
-    mask = np.clip(activity / (np.median(activity) + 1e-3), _MASK_FLOOR, _MASK_CEIL) ** _MASK_EXPONENT
-    mask = cv2.GaussianBlur(mask, (0, 0), sigma) * _face_emphasis(working)
+    mask = activity_mask(luma(pixels), period / CHIPS, _MASK_FLOOR, _MASK_CEIL, _MASK_EXPONENT)
+    mask = mask * _face_emphasis(working)
     delta = pattern * mask
     delta *= strength(max(rgb.size)) / (np.sqrt(np.mean(delta * delta)) + 1e-9)
     if working.size != rgb.size:

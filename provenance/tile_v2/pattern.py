@@ -53,6 +53,14 @@ def render_periodic(grid: np.ndarray, period: float, height: int, width: int) ->
     return upsampled[offset : offset + height, offset : offset + width]
 
 
+def activity_mask(brightness: np.ndarray, sigma: float, floor: float, ceil: float, exponent: float) -> np.ndarray:
+    """How much mark each place hides: local contrast over its median, clipped and softened (both tile versions)."""
+    mean = cv2.GaussianBlur(brightness, (0, 0), sigma)
+    activity = np.sqrt(np.maximum(cv2.GaussianBlur(brightness * brightness, (0, 0), sigma) - mean * mean, 0))
+    mask = np.clip(activity / (np.median(activity) + 1e-3), floor, ceil) ** exponent
+    return cv2.GaussianBlur(mask, (0, 0), sigma)
+
+
 def luma(pixels: np.ndarray) -> np.ndarray:
     return pixels[..., 0] * 0.299 + pixels[..., 1] * 0.587 + pixels[..., 2] * 0.114
 

@@ -25,6 +25,7 @@ non-commercial research only; IP-Adapter FaceID's weights are released for resea
 inherits insightface's restriction). The identity LoRA method needs neither.
 """
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,9 +289,8 @@ class AdapterGenerator:
         self.subject = self.lora.subject if self.lora else f"a {training.class_word}"
 
     def render(self, references, styles, settings, progress=None):
-        from generation.generator import ModelPart, Rendering
+        from generation.generator import ModelPart, Rendering, render_styles
         from generation.lora_files import use_saved_lora
-        from generation.render import render
 
         named = [(f"reference photo {number}", image) for number, image in enumerate(references, start=1)]
         adapter = _as_pack_error(prepare_adapter, self.identity, named, self.encoder)
@@ -298,17 +298,8 @@ class AdapterGenerator:
         if self.lora is not None:
             use_saved_lora(pipeline, self.lora.lora_dir)
         _as_pack_error(adapter.attach, pipeline)
-        images = render(
-            pipeline,
-            styles,
-            self.subject,
-            settings.count,
-            seed=settings.seed,
-            steps=settings.inference_steps,
-            size=settings.size,
-            progress=progress,
-            conditioning=lambda batch, guidance: adapter.inputs(pipeline, batch, guidance),
-        )
+        conditioning = functools.partial(adapter.inputs, pipeline)  # (batch, guidance scale) -> pipeline inputs
+        images = render_styles(pipeline, styles, self.subject, settings, progress, conditioning)
         for image in images:
             image.parameters["ip_adapter_scale"] = self.identity.scale
         encoder = adapter.encoder

@@ -56,6 +56,23 @@ class Generator(Protocol):
     ) -> Rendering: ...
 
 
+def render_styles(pipeline, styles, subject: str, settings: RenderSettings, progress=None, conditioning=None):
+    """`generation.render.render` with a generator's settings: `settings.count` images per style."""
+    from generation.render import render
+
+    return render(
+        pipeline,
+        styles,
+        subject,
+        settings.count,
+        seed=settings.seed,
+        steps=settings.inference_steps,
+        size=settings.size,
+        progress=progress,
+        conditioning=conditioning,
+    )
+
+
 class LoraGenerator:
     """SDXL with an identity LoRA: the references were learned in training, so rendering needs only the LoRA."""
 
@@ -75,19 +92,9 @@ class LoraGenerator:
 
     def render(self, references, styles, settings, progress=None) -> Rendering:
         from generation.lora_files import use_saved_lora
-        from generation.render import render
 
         use_saved_lora(self.model.pipeline, self.lora_dir)
-        images = render(
-            self.model.pipeline,
-            styles,
-            self.subject,
-            settings.count,
-            seed=settings.seed,
-            steps=settings.inference_steps,
-            size=settings.size,
-            progress=progress,
-        )
+        images = render_styles(self.model.pipeline, styles, self.subject, settings, progress)
         base = ModelPart("sdxl-base", str(self.model.source), self.model.sha256)
         description = f"Stable Diffusion XL ({self.model.source.name}) with an identity LoRA"
         return Rendering(images, self.method, description, (base, self.lora))

@@ -213,7 +213,6 @@ def train_identity_lora(
 
     output_dir = Path(output_dir)
     checkpoints_dir = output_dir / "checkpoints"
-    checkpoints_dir.mkdir(parents=True, exist_ok=True)
     # The pipeline's execution device: under CPU offload the UNet's weights sit on the CPU between calls,
     # but everything runs (and so every tensor here lives) on the GPU.
     device = pipeline._execution_device
@@ -227,6 +226,7 @@ def train_identity_lora(
 
     if stopped():
         return TrainingResult(None, None, 0)
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
     for module in (unet, vae, pipeline.text_encoder, pipeline.text_encoder_2):
         module.requires_grad_(False)
     latent_mean, latent_std = encode_latents(vae, crops, device)

@@ -198,10 +198,10 @@ def test_cawg_training_mining_is_read_and_refused(store):
         "entries": {"cawg.ai_training": {"use": "notAllowed"}},
         "assertions": ["cawg.training-mining"],
     }
-    permission = training_permission(photo, store.trust_anchors())
+    permission = training_permission(verdict.c2pa)
     assert not permission.allowed and "cawg.ai_training" in permission.reason
 
     # Both assertions: the stricter entry wins, whichever label carries it.
     allow = {"label": "c2pa.training-mining", "data": {"entries": {"cawg.ai_training": {"use": "allowed"}}}}
     both = signed_capture(store, encode(face_image(size=256), "JPEG"), allow, forbid)
-    assert not training_permission(both, store.trust_anchors()).allowed
+    assert not training_permission(verify_image(both, store.trust_anchors()).c2pa).allowed

@@ -141,7 +141,7 @@ def test_score_command(tmp_path, monkeypatch):
     reports = json.loads(result.stdout)
     by_file = {report["file"]: report for report in reports}
     first = by_file[str(FACES / "img6.jpg")]
-    # the shape every report had before hands were checked, plus one addition: "hands"
+    # the shape every report had before hands were checked, plus two additions: "hands" and "kept_reason"
     assert set(first) == {
         "file",
         "likeness",
@@ -153,7 +153,9 @@ def test_score_command(tmp_path, monkeypatch):
         "duplicate_of",
         "notes",
         "hands",
+        "kept_reason",
     }
+    assert first["kept_reason"] == "yes" if first["passed"] else first["kept_reason"].startswith("yes, to fill up")
     assert first["hands"] == [] and all(
         set(check) == {"name", "value", "threshold", "passed", "explanation"} for check in first["checks"]
     )

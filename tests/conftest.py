@@ -15,6 +15,10 @@ from provenance.registry import InMemoryRegistry
 
 # Nothing in these tests may reach a model hub: set before anything imports huggingface_hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Under pytest-xdist each worker has a core of its own: one compute thread each (and in the processes they
+# start), or the two workers' torch and OpenMP threads spin against each other on a 2-core machine.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACES = SHARED_DATA / "faces"

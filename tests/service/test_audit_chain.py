@@ -102,15 +102,17 @@ def test_an_edited_deleted_or_reordered_event_is_named(run, database_url):
 
 
 WRITER = """
-import sys, time
+import sys
 from sqlmodel import Session
 from service.database import engine_for
 from service.deps import Caller, audit
 
-url, name, count, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+url, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 engine = engine_for(url)
 caller = Caller(f"key-{name}", name, "studio", name)
-time.sleep(max(0.0, start - time.time()))
+engine.connect().close()
+print("ready", flush=True)
+sys.stdin.readline()  # the go: every writer has imported everything and connected by then
 for index in range(count):
     with Session(engine) as session:
         audit(session, caller, "write", "thing", f"{name}-{index}")
@@ -122,14 +124,20 @@ def test_concurrent_writer_processes_leave_one_chain(database_url):
     """Four processes (replicas, workers) append at once; the chain stays one line, every event in it."""
     engine = engine_for(database_url)
     processes, per_process = 4, 40
-    start = time.time() + 3  # every process has imported everything by then: they really write at once
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, database_url, f"writer-{n}", str(per_process), str(start)],
+            [sys.executable, "-c", WRITER, database_url, f"writer-{n}", str(per_process)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         for n in range(processes)
     ]
+    for writer in writers:  # a barrier: they really write at once, however long the imports took
+        assert writer.stdout.readline() == b"ready\n", writer.stderr.read().decode()[-2000:]
+    for writer in writers:
+        writer.stdin.write(b"go\n")
+        writer.stdin.flush()
     for writer in writers:
         _, stderr = writer.communicate(timeout=300)
         assert writer.returncode == 0, stderr.decode()[-2000:]

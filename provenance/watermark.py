@@ -17,76 +17,52 @@ The pattern key is public (this is open source): anyone can detect the mark, and
 It marks disclosures so they can be recovered, it is not a secret.
 """
 
-from functools import lru_cache
-
 import cv2
 import numpy as np
 from PIL import Image
 
-from provenance.payload_code import coded_length, decode_payload, encode_payload
-from provenance.tile_v2.pattern import activity_mask, luma, render_periodic
+from provenance.payload_code import decode_payload
+from provenance.tile_v2.embed import add_pattern, working_copy
+from provenance.tile_v2.pattern import (
+    CHIPS,
+    DECODE_CHIP,
+    DECODE_TILE,
+    PAYLOAD_BITS,
+    TILES_PER_SIDE,
+    PatternKey,
+    codeword,
+    decoder_filters,
+    luma,
+    residual,
+)
 from provenance.watermarking import WatermarkReading
 
 ALGORITHM = "io.github.headshot.watermark.tile-v1"
-PAYLOAD_BITS = 64
 MIN_SIDE = 128  # below this a tile chip is under 1 px: the image is not watermarked
-WORKING_SIDE = 2048  # larger images are embedded and read at this size (the pattern is smooth)
-
-_KEY = 0x5EED_1234
-_CHIPS = 32
-_TILES_PER_SIDE = 4
-_DECODE_TILE = 128
-_DECODE_CHIP = _DECODE_TILE // _CHIPS
-_CODED_BITS = coded_length(PAYLOAD_BITS)
-_SYNC_WEIGHT = 0.45
-_STRENGTH = 2.6
-_MASK_FLOOR, _MASK_CEIL, _MASK_EXPONENT = 0.35, 2.5, 0.5
 Z_THRESHOLD = 7.0
-_BANDPASS_SIGMAS = (0.5, 4.0)
-_WHITEN_SIGMA = 4.0
-_WHITEN_EPS = 0.05
+
+_KEY = PatternKey(seed=0x5EED_1234, sync_weight=0.45)
+_STRENGTH = 2.6
+_MASK_LIMITS = (0.35, 2.5, 0.5)  # the activity mask's floor, ceiling and exponent
 _RIDGE = 0.2
 
-
-def codeword(payload: int) -> np.ndarray:
-    """The coded bits (payload + CRC-16, convolutionally coded) that carry `payload`."""
-    return encode_payload(payload, PAYLOAD_BITS)
+__all__ = ["ALGORITHM", "MIN_SIDE", "PAYLOAD_BITS", "Z_THRESHOLD", "codeword", "embed_watermark", "read_watermark"]
 
 
 def embed_watermark(image: Image.Image, payload: int) -> Image.Image:
     """Return an RGB copy of `image` carrying the 64-bit `payload`."""
-    if not 0 <= payload < 1 << PAYLOAD_BITS:
-        raise ValueError("the watermark payload must be a 64-bit unsigned integer")
-    cv2.setNumThreads(1)
-    rgb = image.convert("RGB")
-    working = _working_copy(rgb)
-    pixels = np.asarray(working, dtype=np.float32)
-    height, width = pixels.shape[:2]
-    period = max(height, width) / _TILES_PER_SIDE
-    pattern = render_periodic(_chip_grid(payload), period, height, width)
-
-    mask = activity_mask(luma(pixels), period / _CHIPS, _MASK_FLOOR, _MASK_CEIL, _MASK_EXPONENT)
-    delta = pattern * mask
-    delta *= _strength(max(rgb.size)) / (np.sqrt(np.mean(delta * delta)) + 1e-9)
-    if working.size != rgb.size:
-        delta = cv2.resize(delta, rgb.size, interpolation=cv2.INTER_LINEAR)
-    original = np.asarray(rgb)
-    marked = np.empty_like(original)
-    for top in range(0, original.shape[0], 512):  # in bands, so a 50 MP image needs no float copy of itself
-        band = original[top : top + 512].astype(np.float32) + delta[top : top + 512, :, None]
-        marked[top : top + 512] = np.clip(np.rint(band), 0, 255)
-    return Image.fromarray(marked, "RGB")
+    return add_pattern(image, payload, _KEY, _MASK_LIMITS, _STRENGTH)
 
 
 def read_watermark(image: Image.Image) -> WatermarkReading:
     """Look for a watermark at any scale and crop offset."""
     cv2.setNumThreads(1)
-    grey = luma(np.asarray(_working_copy(image.convert("RGB")), dtype=np.float32))
+    grey = luma(np.asarray(working_copy(image.convert("RGB")), dtype=np.float32))
     if min(grey.shape) < MIN_SIDE // 2:
         return WatermarkReading(None, 0.0, None, 0)
     long_side = max(grey.shape)
     # measured periods first, then the periods of an uncropped and of a 90% crop of the original
-    periods = [*_estimate_periods(grey), long_side / _TILES_PER_SIDE, long_side / _TILES_PER_SIDE / 0.9]
+    periods = [*_estimate_periods(grey), long_side / TILES_PER_SIDE, long_side / TILES_PER_SIDE / 0.9]
     best: tuple[bool, float, np.ndarray, int | None] | None = None
     tried: list[float] = []
     for period in periods:
@@ -97,7 +73,7 @@ def read_watermark(image: Image.Image) -> WatermarkReading:
             (_chips_and_sync(_fold(grey, candidate)) for candidate in (period, period * 0.996, period * 1.004)),
             key=lambda result: result[0],
         )
-        soft = _soft_bits(chips)
+        soft = _KEY.soft_bits(chips)
         decoded = decode_payload(soft, PAYLOAD_BITS)
         payload = decoded if decoded is not None and z_score >= Z_THRESHOLD else None
         accepted = payload is not None
@@ -109,54 +85,13 @@ def read_watermark(image: Image.Image) -> WatermarkReading:
     return WatermarkReading(payload=payload, confidence=z_score, soft_bits=soft, hypotheses=len(tried))
 
 
-# -- patterns ---------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def _patterns() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(_KEY)
-    sync = rng.choice([-1.0, 1.0], size=(_CHIPS, _CHIPS)).astype(np.float32)
-    spreading = rng.choice([-1.0, 1.0], size=(_CHIPS, _CHIPS)).astype(np.float32)
-    assignment = (rng.permutation(_CHIPS * _CHIPS) % _CODED_BITS).reshape(_CHIPS, _CHIPS)
-    return sync, spreading, assignment
-
-
-def _chip_grid(payload: int) -> np.ndarray:
-    sync, spreading, assignment = _patterns()
-    code = codeword(payload)
-    symbols = 1.0 - 2.0 * code[assignment].astype(np.float32)
-    return _SYNC_WEIGHT * sync + (1 - _SYNC_WEIGHT) * spreading * symbols
-
-
 # -- signal processing -----------------------------------------------------------------------------
-
-
-def _strength(long_side: int) -> float:
-    """RMS grey-level change: 2.6 from 768 px up; smaller images (fewer pixels per chip) get up to twice that."""
-    return _STRENGTH * float(np.clip(np.sqrt(768 / long_side), 1.0, 2.0))
-
-
-def _working_copy(image: Image.Image) -> Image.Image:
-    scale = WORKING_SIDE / max(image.size)
-    if scale >= 1:
-        return image
-    return image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BOX)
-
-
-def _bandpass(luma: np.ndarray) -> np.ndarray:
-    return cv2.GaussianBlur(luma, (0, 0), _BANDPASS_SIGMAS[0]) - cv2.GaussianBlur(luma, (0, 0), _BANDPASS_SIGMAS[1])
-
-
-def _whiten(residual: np.ndarray) -> np.ndarray:
-    """Divide by the local RMS so that edges and textures do not drown the chips."""
-    local_rms = np.sqrt(cv2.GaussianBlur(residual * residual, (0, 0), _WHITEN_SIGMA))
-    return np.clip(residual / (local_rms + _WHITEN_EPS * np.median(local_rms) + 1e-6), -2.5, 2.5)
 
 
 def _residual(luma: np.ndarray, scale: float) -> np.ndarray:
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = luma if scale == 1 else cv2.resize(luma, (0, 0), fx=scale, fy=scale, interpolation=interpolation)
-    return _whiten(_bandpass(resized))
+    return residual(resized)
 
 
 def _estimate_periods(luma: np.ndarray, count: int = 3) -> list[float]:
@@ -213,9 +148,9 @@ def _refine_period(profile: np.ndarray, period: float, length: int) -> float:
 
 def _fold(luma: np.ndarray, period: float) -> np.ndarray:
     """Resample to a 128 px period and average all tiles into one cyclic tile."""
-    residual = _residual(luma, _DECODE_TILE / period)
+    residual = _residual(luma, DECODE_TILE / period)
     height, width = residual.shape
-    tile = _DECODE_TILE
+    tile = DECODE_TILE
     padded_h, padded_w = -(-height // tile) * tile, -(-width // tile) * tile
     total = np.zeros((padded_h, padded_w), np.float32)
     count = np.zeros((padded_h, padded_w), np.float32)
@@ -226,42 +161,20 @@ def _fold(luma: np.ndarray, period: float) -> np.ndarray:
     return sums / np.maximum(counts, 1)
 
 
-@lru_cache(maxsize=1)
-def _decoder_filters() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The chip's response in the decoder domain, the lattice spectrum for deconvolution, the sync filter."""
-    impulse = np.zeros((_CHIPS, _CHIPS), np.float32)
-    impulse[0, 0] = 1
-    rendered = render_periodic(impulse, _DECODE_TILE, _DECODE_TILE, _DECODE_TILE)
-    size = rendered.shape[0]
-    kernel = _bandpass(np.tile(rendered, (3, 3)))[size : 2 * size, size : 2 * size]
-    kernel_spectrum = np.fft.fft2(kernel)
-    lattice = np.real(np.fft.ifft2(np.abs(kernel_spectrum) ** 2))[::_DECODE_CHIP, ::_DECODE_CHIP]
-    sync, _, _ = _patterns()
-    return np.conj(kernel_spectrum), np.real(np.fft.fft2(lattice)), np.conj(np.fft.fft2(sync))
-
-
 def _chips_and_sync(folded: np.ndarray) -> tuple[float, np.ndarray]:
     """Chip amplitudes at the best of the 16 sub-chip phases, aligned by correlation with the sync pattern."""
-    kernel, lattice, sync_filter = _decoder_filters()
+    kernel, lattice, sync_filter = decoder_filters(_KEY)
     matched = np.real(np.fft.ifft2(np.fft.fft2(folded) * kernel))
     best = None
-    for phase_y in range(_DECODE_CHIP):
-        for phase_x in range(_DECODE_CHIP):
-            chips_spectrum = np.fft.fft2(matched[phase_y::_DECODE_CHIP, phase_x::_DECODE_CHIP]) / (
+    for phase_y in range(DECODE_CHIP):
+        for phase_x in range(DECODE_CHIP):
+            chips_spectrum = np.fft.fft2(matched[phase_y::DECODE_CHIP, phase_x::DECODE_CHIP]) / (
                 lattice + _RIDGE * lattice.max()
             )
             correlation = np.real(np.fft.ifft2(chips_spectrum * sync_filter))
             peak = int(np.argmax(correlation))
             z_score = (correlation.flat[peak] - correlation.mean()) / (correlation.std() + 1e-12)
             if best is None or z_score > best[0]:
-                best = (float(z_score), chips_spectrum, *divmod(peak, _CHIPS))
+                best = (float(z_score), chips_spectrum, *divmod(peak, CHIPS))
     z_score, chips_spectrum, shift_y, shift_x = best
     return z_score, np.roll(np.real(np.fft.ifft2(chips_spectrum)), (-shift_y, -shift_x), (0, 1))
-
-
-def _soft_bits(chips: np.ndarray) -> np.ndarray:
-    sync, spreading, assignment = _patterns()
-    sync_amplitude = np.sum(chips * sync) / chips.size
-    message = (chips - sync_amplitude * sync) * spreading
-    soft = np.bincount(assignment.ravel(), weights=message.ravel(), minlength=_CODED_BITS)
-    return soft / (np.std(soft) + 1e-12)

@@ -44,56 +44,36 @@ class Watermarker(Protocol):
     def codeword(self, payload: int) -> np.ndarray: ...
 
 
-class _TileV1:
-    """The first tile watermark (provenance/watermark.py): read for images disclosed before tile-v2."""
+class _TileWatermarker:
+    """A tile watermark module behind the protocol: its constants, its embed and read functions, its codeword."""
 
-    name = "tile-v1"
-    payload_bits = 64
-
-    def __init__(self):
-        from provenance import watermark
-
-        self._module = watermark
-        self.algorithm = watermark.ALGORITHM
-        self.min_side = watermark.MIN_SIDE
-        self.confidence_threshold = watermark.Z_THRESHOLD
-
-    def embed(self, image: Image.Image, payload: int) -> Image.Image:
-        return self._module.embed_watermark(image, payload)
-
-    def read(self, image: Image.Image) -> WatermarkReading:
-        return self._module.read_watermark(image)
-
-    def codeword(self, payload: int) -> np.ndarray:
-        return self._module.codeword(payload)
+    def __init__(self, name: str, module, embed, read):
+        self.name = name
+        self.algorithm = module.ALGORITHM
+        self.payload_bits = module.PAYLOAD_BITS
+        self.min_side = module.MIN_SIDE
+        self.confidence_threshold = module.Z_THRESHOLD
+        self.embed = embed
+        self.read = read
+        self.codeword = module.codeword
 
 
-class _TileV2:
+def _tile_v2() -> Watermarker:
     """The orientation-searching tile watermark (provenance/tile_v2/)."""
+    from provenance import tile_v2
 
-    name = "tile-v2"
-    payload_bits = 64
+    return _TileWatermarker("tile-v2", tile_v2, tile_v2.embed, tile_v2.read)
 
-    def __init__(self):
-        from provenance import tile_v2
 
-        self._module = tile_v2
-        self.algorithm = tile_v2.ALGORITHM
-        self.min_side = tile_v2.MIN_SIDE
-        self.confidence_threshold = tile_v2.Z_THRESHOLD
+def _tile_v1() -> Watermarker:
+    """The first tile watermark (provenance/watermark.py): read for images disclosed before tile-v2."""
+    from provenance import watermark
 
-    def embed(self, image: Image.Image, payload: int) -> Image.Image:
-        return self._module.embed(image, payload)
-
-    def read(self, image: Image.Image) -> WatermarkReading:
-        return self._module.read(image)
-
-    def codeword(self, payload: int) -> np.ndarray:
-        return self._module.codeword(payload)
+    return _TileWatermarker("tile-v1", watermark, watermark.embed_watermark, watermark.read_watermark)
 
 
 DEFAULT_WATERMARKER = "tile-v2"
-_FACTORIES = {"tile-v2": _TileV2, "tile-v1": _TileV1}  # newest first: the order verify reads in
+_FACTORIES = {"tile-v2": _tile_v2, "tile-v1": _tile_v1}  # newest first: the order verify reads in
 _INSTANCES: dict[str, Watermarker] = {}
 
 

@@ -8,7 +8,7 @@ are their document's model plus `jws`, the signature over every other field.
 
 import datetime as dt
 import json
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,14 +19,21 @@ Timestamp = str  # datetime.isoformat(): with its offset when the database keeps
 JWS = Field(description="The record's signature: a compact JWS over every other field (headshot audit verify-export).")
 
 
-def _iso(moment: dt.datetime | None) -> Timestamp | None:
-    return moment.isoformat() if moment else None
+def _json_value(value):
+    """A column's value as the API sends it: a time as its ISO 8601 string, anything else unchanged."""
+    return value.isoformat() if isinstance(value, dt.datetime) else value
 
 
 class Body(BaseModel):
     """A response body: exactly the fields declared, in this order."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def from_row(cls, row, **computed) -> Self:
+        """The body of a table row: each declared field not in `computed` is the row's column of that name."""
+        values = {name: getattr(row, name) for name in cls.model_fields if name not in computed} | computed
+        return cls(**{name: _json_value(value) for name, value in values.items()})
 
 
 class Health(Body):
@@ -53,20 +60,15 @@ class SubjectOut(Body):
     created_at: Timestamp
 
     @classmethod
-    def from_row(cls, subject: Subject) -> "SubjectOut":
-        return cls(
-            id=subject.id,
-            tenant=subject.tenant,
-            display_name=subject.display_name,
-            consent=ConsentOut(
-                given_by=subject.consent_given_by,
-                scope=json.loads(subject.consent_scope),
-                text_version=subject.consent_text_version,
-                given_at=subject.consent_given_at.isoformat(),
-                withdrawn_at=_iso(subject.consent_withdrawn_at),
-            ),
-            created_at=subject.created_at.isoformat(),
+    def from_row(cls, subject: Subject) -> Self:
+        consent = ConsentOut(
+            given_by=subject.consent_given_by,
+            scope=json.loads(subject.consent_scope),
+            text_version=subject.consent_text_version,
+            given_at=subject.consent_given_at.isoformat(),
+            withdrawn_at=_json_value(subject.consent_withdrawn_at),
         )
+        return super().from_row(subject, consent=consent)
 
 
 class PhotoCredentials(Body):
@@ -95,12 +97,10 @@ class TombstoneOut(Body):
     )
 
     @classmethod
-    def from_row(cls, tombstone: Tombstone) -> "TombstoneOut":
-        return cls(
-            subject_id=tombstone.subject_id,
+    def from_row(cls, tombstone: Tombstone) -> Self:
+        return super().from_row(
+            tombstone,
             erased=True,
-            erased_by=tombstone.erased_by,
-            erased_at=tombstone.erased_at.isoformat(),
             photo_hashes=json.loads(tombstone.photo_hashes),
             delivered_headshots_still_recognised=json.loads(tombstone.kept_manifests),
         )
@@ -131,28 +131,13 @@ class JobOut(Body):
     finished_at: Timestamp | None
 
     @classmethod
-    def from_row(cls, job: Job) -> "JobOut":
-        return cls(
-            id=job.id,
-            subject_id=job.subject_id,
-            kind=job.kind,
-            status=job.status,
-            stage=job.stage,
+    def from_row(cls, job: Job) -> Self:
+        return super().from_row(
+            job,
             # of the current stage: 2 once a worker running it was lost; an interrupted stage ran lease_losses times
             attempt=job.lease_losses + (0 if job.status == "interrupted" else 1),
-            worker=job.worker,
             progress=round(job.progress, 4),
-            step=job.step,
-            total_steps=job.total_steps,
-            loss=job.loss,
-            eta_seconds=job.eta_seconds,
-            error=job.error,
             parameters=json.loads(job.parameters),
-            lora_sha256=job.lora_sha256,
-            model_sha256=job.model_sha256,
-            created_at=job.created_at.isoformat(),
-            started_at=_iso(job.started_at),
-            finished_at=_iso(job.finished_at),
         )
 
 
@@ -199,25 +184,13 @@ class HeadshotOut(Body):
     file: str = Field(description="Where to download the disclosed file.")
 
     @classmethod
-    def from_row(cls, headshot: Headshot) -> "HeadshotOut":
+    def from_row(cls, headshot: Headshot) -> Self:
         report = json.loads(headshot.report)
-        return cls(
-            id=headshot.id,
-            job_id=headshot.job_id,
-            style=headshot.style,
-            seed=headshot.seed,
-            score=report["score"],
-            rank=report["rank"],
-            kept=headshot.kept,
-            passed=report["passed"],
-            likeness=report["likeness"],
-            checks=report["checks"],
-            label=report["label"],
+        return super().from_row(
+            headshot,
+            **{name: report[name] for name in ("score", "rank", "passed", "likeness", "checks", "label")},
             method=report.get("method", "lora"),
-            credentials=HeadshotCredentials(
-                manifest_label=headshot.manifest_label, ai_generated=True, watermark_payload=headshot.watermark_payload
-            ),
-            delivered_at=_iso(headshot.delivered_at),
+            credentials=HeadshotCredentials.from_row(headshot, ai_generated=True),
             file=f"/v1/headshots/{headshot.id}/file",
         )
 
@@ -427,15 +400,8 @@ class WebhookOut(Body):
     created_at: Timestamp
 
     @classmethod
-    def from_row(cls, webhook: Webhook) -> "WebhookOut":
-        return cls(
-            id=webhook.id,
-            tenant=webhook.tenant,
-            url=webhook.url,
-            events=json.loads(webhook.events),
-            created_by=webhook.created_by,
-            created_at=webhook.created_at.isoformat(),
-        )
+    def from_row(cls, webhook: Webhook) -> Self:
+        return super().from_row(webhook, events=json.loads(webhook.events))
 
 
 class WebhookCreated(WebhookOut):
@@ -460,19 +426,12 @@ class DeliveryOut(Body):
     finished_at: Timestamp | None
 
     @classmethod
-    def from_row(cls, delivery: WebhookDelivery) -> "DeliveryOut":
-        return cls(
-            id=delivery.id,
-            event_type=delivery.event_type,
-            status=delivery.status,
-            attempts=delivery.attempts,
-            next_attempt_at=delivery.next_attempt_at.isoformat() if delivery.status == "pending" else None,
-            last_status_code=delivery.last_status_code,
-            last_error=delivery.last_error,
+    def from_row(cls, delivery: WebhookDelivery) -> Self:
+        return super().from_row(
+            delivery,
+            next_attempt_at=delivery.next_attempt_at if delivery.status == "pending" else None,
             attempt_log=json.loads(delivery.attempt_log),
             payload=json.loads(delivery.payload),
-            created_at=delivery.created_at.isoformat(),
-            finished_at=_iso(delivery.finished_at),
         )
 
 

@@ -1,15 +1,18 @@
 """Embedding tile-v2: the keyed chip grid tiled over the luminance, stronger where the image is textured."""
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 from PIL import Image
 
 from provenance.tile_v2.pattern import (
     CHIPS,
+    KEY,
     PAYLOAD_BITS,
     TILES_PER_SIDE,
+    PatternKey,
     activity_mask,
-    chip_grid,
     luma,
     render_periodic,
 )
@@ -18,25 +21,42 @@ WORKING_SIDE = 2048  # larger images are embedded at this size (the pattern is s
 STRENGTH = 2.4  # RMS grey-level change from 768 px up: PSNR about 40.4 dB
 FACE_SEARCH_SIDE = 512  # the face is looked for on a copy this size
 FACE_GAIN, FACE_SPREAD = 1.0, 0.9  # up to twice the mask at the face's centre, over ~0.9 face sizes
-_MASK_FLOOR, _MASK_CEIL, _MASK_EXPONENT = 0.6, 2.0, 0.5
+_MASK_LIMITS = (0.6, 2.0, 0.5)  # the activity mask's floor, ceiling and exponent
 
 
 def embed(image: Image.Image, payload: int) -> Image.Image:
     """Return an RGB copy of `image` carrying the 64-bit `payload`."""
+    return add_pattern(image, payload, KEY, _MASK_LIMITS, STRENGTH, emphasis=_face_emphasis)
+
+
+def add_pattern(
+    image: Image.Image,
+    payload: int,
+    key: PatternKey,
+    mask_limits: tuple[float, float, float],
+    rms_strength: float,
+    emphasis: Callable[[Image.Image], np.ndarray | float] | None = None,
+) -> Image.Image:
+    """An RGB copy of `image` with `key`'s chip grid for `payload` tiled over its luminance (both tile versions).
+
+    The mark is stronger where the image is textured (`mask_limits`: the activity mask's floor, ceiling and
+    exponent) and where `emphasis` of the working copy says, at an RMS change of `rms_strength` grey levels.
+    """
     if not 0 <= payload < 1 << PAYLOAD_BITS:
         raise ValueError("the watermark payload must be a 64-bit unsigned integer")
     cv2.setNumThreads(1)
     rgb = image.convert("RGB")
-    working = _working_copy(rgb)
+    working = working_copy(rgb)
     pixels = np.asarray(working, dtype=np.float32)
     height, width = pixels.shape[:2]
     period = max(height, width) / TILES_PER_SIDE
-    pattern = render_periodic(chip_grid(payload), period, height, width)
+    pattern = render_periodic(key.chip_grid(payload), period, height, width)
 
-    mask = activity_mask(luma(pixels), period / CHIPS, _MASK_FLOOR, _MASK_CEIL, _MASK_EXPONENT)
-    mask = mask * _face_emphasis(working)
+    mask = activity_mask(luma(pixels), period / CHIPS, *mask_limits)
+    if emphasis is not None:
+        mask = mask * emphasis(working)
     delta = pattern * mask
-    delta *= strength(max(rgb.size)) / (np.sqrt(np.mean(delta * delta)) + 1e-9)
+    delta *= strength(max(rgb.size), rms_strength) / (np.sqrt(np.mean(delta * delta)) + 1e-9)
     if working.size != rgb.size:
         delta = cv2.resize(delta, rgb.size, interpolation=cv2.INTER_LINEAR)
     original = np.asarray(rgb)
@@ -64,12 +84,14 @@ def _face_emphasis(image: Image.Image) -> np.ndarray | float:
     return (1.0 + FACE_GAIN * np.exp(-distance)).astype(np.float32)
 
 
-def strength(long_side: int) -> float:
-    """RMS grey-level change: STRENGTH from 768 px up; smaller images (fewer pixels per chip) get up to twice it."""
-    return STRENGTH * float(np.clip(np.sqrt(768 / long_side), 1.0, 2.0))
+def strength(long_side: int, rms_strength: float = STRENGTH) -> float:
+    """RMS grey-level change: `rms_strength` from 768 px up; smaller images (fewer pixels per chip) get up to
+    twice it."""
+    return rms_strength * float(np.clip(np.sqrt(768 / long_side), 1.0, 2.0))
 
 
-def _working_copy(image: Image.Image) -> Image.Image:
+def working_copy(image: Image.Image) -> Image.Image:
+    """`image`, brought down to WORKING_SIDE px on its long side if it is larger (both tile versions)."""
     scale = WORKING_SIDE / max(image.size)
     if scale >= 1:
         return image

@@ -1,5 +1,9 @@
-"""tile-v2's pattern: the keyed chip grids, their rendering, and the filters embed and read share."""
+"""tile-v2's pattern: the keyed chip grids, their rendering, and the filters embed and read share.
 
+tile-v1 (provenance/watermark.py) is the same pattern under its own PatternKey: it shares all of this.
+"""
+
+from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
@@ -15,31 +19,51 @@ CODED_BITS = coded_length(PAYLOAD_BITS)
 DECODE_TILE = 128  # the reader resamples one period to this many pixels
 DECODE_CHIP = DECODE_TILE // CHIPS
 
-_KEY = 0x7E11_E2B2
-_SYNC_WEIGHT = 0.38
 _BANDPASS_SIGMAS = (0.5, 4.0)
 _WHITEN_SIGMA = 4.0
 _WHITEN_EPS = 0.05
-
-
-@lru_cache(maxsize=1)
-def patterns() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The public sync pattern, the spreading pattern and which coded bit each chip carries."""
-    rng = np.random.default_rng(_KEY)
-    sync = rng.choice([-1.0, 1.0], size=(CHIPS, CHIPS)).astype(np.float32)
-    spreading = rng.choice([-1.0, 1.0], size=(CHIPS, CHIPS)).astype(np.float32)
-    assignment = (rng.permutation(CHIPS * CHIPS) % CODED_BITS).reshape(CHIPS, CHIPS)
-    return sync, spreading, assignment
 
 
 def codeword(payload: int) -> np.ndarray:
     return encode_payload(payload, PAYLOAD_BITS)
 
 
-def chip_grid(payload: int) -> np.ndarray:
-    sync, spreading, assignment = patterns()
-    symbols = 1.0 - 2.0 * codeword(payload)[assignment].astype(np.float32)
-    return _SYNC_WEIGHT * sync + (1 - _SYNC_WEIGHT) * spreading * symbols
+@dataclass(frozen=True)
+class PatternKey:
+    """What tells one tile watermark's pattern from another's: the seed of its sync pattern, spreading pattern
+    and chip assignment, and the share of each chip that carries the sync pattern."""
+
+    seed: int
+    sync_weight: float
+
+    def patterns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The public sync pattern, the spreading pattern and which coded bit each chip carries."""
+        return _patterns(self.seed)
+
+    def chip_grid(self, payload: int) -> np.ndarray:
+        sync, spreading, assignment = self.patterns()
+        symbols = 1.0 - 2.0 * codeword(payload)[assignment].astype(np.float32)
+        return self.sync_weight * sync + (1 - self.sync_weight) * spreading * symbols
+
+    def soft_bits(self, chips: np.ndarray) -> np.ndarray:
+        """One value per coded bit from aligned chip amplitudes (> 0 means "more likely 0"), the sync removed."""
+        sync, spreading, assignment = self.patterns()
+        sync_amplitude = np.sum(chips * sync) / chips.size
+        message = (chips - sync_amplitude * sync) * spreading
+        soft = np.bincount(assignment.ravel(), weights=message.ravel(), minlength=CODED_BITS)
+        return soft / (np.std(soft) + 1e-12)
+
+
+KEY = PatternKey(seed=0x7E11_E2B2, sync_weight=0.38)
+
+
+@lru_cache(maxsize=2)
+def _patterns(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sync = rng.choice([-1.0, 1.0], size=(CHIPS, CHIPS)).astype(np.float32)
+    spreading = rng.choice([-1.0, 1.0], size=(CHIPS, CHIPS)).astype(np.float32)
+    assignment = (rng.permutation(CHIPS * CHIPS) % CODED_BITS).reshape(CHIPS, CHIPS)
+    return sync, spreading, assignment
 
 
 def render_periodic(grid: np.ndarray, period: float, height: int, width: int) -> np.ndarray:
@@ -75,9 +99,9 @@ def residual(image_luma: np.ndarray) -> np.ndarray:
     return np.clip(band / (local_rms + _WHITEN_EPS * np.median(local_rms) + 1e-6), -2.5, 2.5)
 
 
-@lru_cache(maxsize=1)
-def decoder_filters() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The chip's response in the decoder domain, the lattice spectrum for deconvolution, the sync filter."""
+@lru_cache(maxsize=2)
+def decoder_filters(key: PatternKey = KEY) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The chip's response in the decoder domain, the lattice spectrum for deconvolution, `key`'s sync filter."""
     impulse = np.zeros((CHIPS, CHIPS), np.float32)
     impulse[0, 0] = 1
     rendered = render_periodic(impulse, DECODE_TILE, DECODE_TILE, DECODE_TILE)
@@ -87,5 +111,5 @@ def decoder_filters() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     kernel = band[size : 2 * size, size : 2 * size]
     kernel_spectrum = np.fft.fft2(kernel)
     lattice = np.real(np.fft.ifft2(np.abs(kernel_spectrum) ** 2))[::DECODE_CHIP, ::DECODE_CHIP]
-    sync, _, _ = patterns()
+    sync, _, _ = key.patterns()
     return np.conj(kernel_spectrum), np.real(np.fft.fft2(lattice)), np.conj(np.fft.fft2(sync))

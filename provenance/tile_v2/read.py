@@ -10,14 +10,13 @@ from provenance.payload_code import decode_payload
 from provenance.tile_v2.lattice import lattice_bases
 from provenance.tile_v2.pattern import (
     CHIPS,
-    CODED_BITS,
     DECODE_CHIP,
     DECODE_TILE,
+    KEY,
     PAYLOAD_BITS,
     TILES_PER_SIDE,
     decoder_filters,
     luma,
-    patterns,
     residual,
 )
 from provenance.watermarking import WatermarkReading
@@ -48,7 +47,7 @@ def read(image: Image.Image) -> WatermarkReading:
     for basis in _hypotheses(grey, uncropped):
         decodings += 1
         z_score, chips = align(fold(grey, basis))
-        soft = soft_bits(chips)
+        soft = KEY.soft_bits(chips)
         payload = decode_payload(soft, PAYLOAD_BITS) if z_score >= Z_THRESHOLD else None
         if payload is not None:
             return WatermarkReading(payload, z_score, soft, decodings)
@@ -126,11 +125,3 @@ def align(folded: np.ndarray) -> tuple[float, np.ndarray]:
     shift_y, shift_x = divmod(int(np.argmax(correlation[best])), CHIPS)
     chips = np.real(np.fft.ifft2(chips_spectra[best]))
     return float(z_scores[best]), np.roll(chips, (-shift_y, -shift_x), (0, 1))
-
-
-def soft_bits(chips: np.ndarray) -> np.ndarray:
-    sync, spreading, assignment = patterns()
-    sync_amplitude = np.sum(chips * sync) / chips.size
-    message = (chips - sync_amplitude * sync) * spreading
-    soft = np.bincount(assignment.ravel(), weights=message.ravel(), minlength=CODED_BITS)
-    return soft / (np.std(soft) + 1e-12)

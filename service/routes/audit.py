@@ -47,23 +47,12 @@ def _chain(session, headshot: Headshot) -> HeadshotChain:
     photos = session.exec(select(Photo).where(Photo.subject_id == headshot.subject_id, Photo.accepted)).all()
     report = json.loads(headshot.report)
     return HeadshotChain(
-        headshot=ChainHeadshot(
-            id=headshot.id,
-            manifest_label=headshot.manifest_label,
-            style=headshot.style,
-            seed=headshot.seed,
-            delivered_at=headshot.delivered_at.isoformat() if headshot.delivered_at else None,
-        ),
+        headshot=ChainHeadshot.from_row(headshot),
         subject=SubjectOut.from_row(subject) if subject else None,
-        reference_photos=[
-            ReferencePhoto(sha256=p.sha256, uploaded_at=p.created_at.isoformat(), credentials_state=p.credentials_state)
-            for p in photos
-        ],
+        reference_photos=[ReferencePhoto.from_row(p, uploaded_at=p.created_at) for p in photos],
         base_model_sha256=job.model_sha256 if job else None,
         lora_sha256=job.lora_sha256 if job else None,
-        job=ChainJob(id=job.id, kind=job.kind, created_by=job.created_by, parameters=json.loads(job.parameters))
-        if job
-        else None,
+        job=ChainJob.from_row(job, parameters=json.loads(job.parameters)) if job else None,
         generation_parameters=report.get("parameters"),
     )
 
@@ -181,13 +170,7 @@ def training_lookup(
                     accepted_for_training=photo.accepted,
                     subject=SubjectOut.from_row(subject) if subject else None,
                     models=[
-                        TrainedModel(
-                            job_id=job.id,
-                            status=job.status,
-                            lora_sha256=job.lora_sha256,
-                            base_model_sha256=job.model_sha256,
-                        )
-                        for job in jobs
+                        TrainedModel.from_row(job, job_id=job.id, base_model_sha256=job.model_sha256) for job in jobs
                     ],
                 )
             )
@@ -254,49 +237,19 @@ def export_subject(
     export = SubjectExport(
         subject=SubjectOut.from_row(subject),
         photos=[
-            ExportPhoto(
-                id=p.id,
-                sha256=p.sha256,
-                accepted=p.accepted,
-                reason=p.reason,
-                credentials_state=p.credentials_state,
+            ExportPhoto.from_row(
+                p,
                 training_mining=json.loads(p.training_mining) if p.training_mining else None,
-                uploaded_at=p.created_at.isoformat(),
+                uploaded_at=p.created_at,
             )
             for p in photos
         ],
         jobs=[
-            ExportJob(
-                id=j.id,
-                kind=j.kind,
-                status=j.status,
-                lora_sha256=j.lora_sha256,
-                base_model_sha256=j.model_sha256,
-                parameters=json.loads(j.parameters),
-                created_by=j.created_by,
-            )
-            for j in jobs
+            ExportJob.from_row(j, base_model_sha256=j.model_sha256, parameters=json.loads(j.parameters)) for j in jobs
         ],
-        headshots=[
-            ExportHeadshot(
-                id=h.id,
-                manifest_label=h.manifest_label,
-                kept=h.kept,
-                delivered_at=h.delivered_at.isoformat() if h.delivered_at else None,
-            )
-            for h in headshots
-        ],
+        headshots=[ExportHeadshot.from_row(h) for h in headshots],
         audit_log=[
-            ExportAuditEvent(
-                at=e.at.isoformat(),
-                key=e.key_name,
-                key_id=e.key_id,
-                action=e.action,
-                object=f"{e.object_type} {e.object_id}",
-                seq=e.seq,
-                hash=e.hash,
-            )
-            for e in events
+            ExportAuditEvent.from_row(e, key=e.key_name, object=f"{e.object_type} {e.object_id}") for e in events
         ],
     )
     return services.audit_keys.sign(export.model_dump(), "subject-export")

@@ -32,8 +32,10 @@ def test_fuzz_intake(tmp_path):
         f"-artifact_prefix={tmp_path}/",
         str(corpus),
     ]
+    # Started from a small shell that forks it: libFuzzer's -rss_limit_mb reads ru_maxrss, which a process
+    # forked straight from this one (several GB after other test files ran in it) would inherit.
     process = subprocess.run(
-        command,
+        ["/bin/sh", "-c", '"$@"; exit $?', "sh", *command],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -93,6 +93,9 @@ def test_upload_several_photos_and_read_each_verdict(photos, browser):
 def test_keyboard_alone(photos, browser):
     url, files = photos
     page = browser.new_page()
+    # Playwright subscribes to file choosers without waiting for the answer (a fire-and-forget updateSubscription):
+    # a listener added now has it on long before the key press below, which a busy machine could outrun.
+    page.on("filechooser", lambda chooser: None)
     page.goto(f"{url}/verify")
     for _ in range(10):  # tab to the file picker
         page.keyboard.press("Tab")

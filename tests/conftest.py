@@ -166,15 +166,6 @@ def fresh_postgres_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def pytest_collection_modifyitems(config, items):
-    """The PostgreSQL run of a test that drives the tiny SDXL is `slow` (its SQLite twin runs by default; the
-    lease protocol itself is tested on both databases without models)."""
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec and callspec.params.get("database_url") == "postgresql" and "tiny_model" in item.fixturenames:
-            item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path) -> Iterator[str]:
     """A fresh database on each engine: SQLite in tmp, or a new, migrated PostgreSQL database."""

@@ -219,7 +219,6 @@ def test_faceid_pack_without_training(tiny_model, tiny_faceid, tiny_insightface_
     assert "Likeness measured with dlib, not with insightface ArcFace" in sheet
 
 
-@pytest.mark.slow
 def test_hybrid_pack_trains_a_lora_and_stacks_the_adapter(
     tiny_model, tiny_faceid, tiny_insightface_pack, provenance, tmp_path
 ):

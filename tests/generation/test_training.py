@@ -28,8 +28,6 @@ from generation.training import (
 from generation.training_data import MAX_STEPS, MIN_STEPS, auto_steps, face_weights, prepare_crops, sample_schedule
 from tests.conftest import FACES
 
-pytestmark = pytest.mark.slow  # the recipe in detail: minutes of tiny-model training
-
 PHOTOS = ["img1.jpg", "img2.jpg", "img4.jpg"]  # one person
 SMALL = dict(rank=4, alpha=8, resolution=64, learning_rate=1e-3, validation_steps=2)
 

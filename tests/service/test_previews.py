@@ -154,7 +154,6 @@ def test_previews_are_checked_like_jobs(settings, keys, tmp_path):
         assert "HEADSHOT_INSIGHTFACE_PACK" in unready.json()["detail"]
 
 
-@pytest.mark.slow
 def test_a_hybrid_pack_job_trains_then_renders_with_lora_and_adapter(
     tmp_path, tiny_model, tiny_faceid, tiny_insightface_pack
 ):

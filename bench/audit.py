@@ -33,7 +33,7 @@ POSTGRES_ADMIN_URL = os.environ.get("HEADSHOT_BENCH_POSTGRES", "postgresql://pos
 def _caller(name: str):
     from service.deps import Caller
 
-    return Caller(name, "studio", "bench")
+    return Caller(f"key-{name}", name, "studio", "bench")
 
 
 def chained(url: str, name: str, count: int) -> list[float]:

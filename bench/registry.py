@@ -47,12 +47,15 @@ def fill(engine, count: int, rng: np.random.Generator) -> None:
         size = min(batch, count - start)
         frames = rng.integers(0, 2**63, size=(size, 7), dtype=np.uint64).astype(">u8")
         faces = rng.integers(-(2**63), 2**63 - 1, size=size, dtype=np.int64)
+        pdq = rng.integers(0, 256, size=(size, 32), dtype=np.uint8)
         rows = [
             {
                 "payload": _signed(int(start + i) * 2654435761 % 2**64),
                 "manifest_label": f"urn:c2pa:bench-{start + i}",
                 "frame_hashes": frames[i].tobytes(),
                 "face_hash": int(faces[i]),
+                "pdq_hash": pdq[i].tobytes(),
+                "algorithm": "tile-v2",
                 "signed_sha256": "0" * 64,
                 "mime_type": "image/jpeg",
                 "watermarked": True,

@@ -56,7 +56,7 @@ def add_pattern(
     if emphasis is not None:
         mask = mask * emphasis(working)
     delta = pattern * mask
-    delta *= strength(max(rgb.size), rms_strength) / (np.sqrt(np.mean(delta * delta)) + 1e-9)
+    delta *= _strength(max(rgb.size), rms_strength) / (np.sqrt(np.mean(delta * delta)) + 1e-9)
     if working.size != rgb.size:
         delta = cv2.resize(delta, rgb.size, interpolation=cv2.INTER_LINEAR)
     original = np.asarray(rgb)
@@ -84,7 +84,7 @@ def _face_emphasis(image: Image.Image) -> np.ndarray | float:
     return (1.0 + FACE_GAIN * np.exp(-distance)).astype(np.float32)
 
 
-def strength(long_side: int, rms_strength: float = STRENGTH) -> float:
+def _strength(long_side: int, rms_strength: float) -> float:
     """RMS grey-level change: `rms_strength` from 768 px up; smaller images (fewer pixels per chip) get up to
     twice it."""
     return rms_strength * float(np.clip(np.sqrt(768 / long_side), 1.0, 2.0))

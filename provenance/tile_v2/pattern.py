@@ -100,7 +100,7 @@ def residual(image_luma: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=2)
-def decoder_filters(key: PatternKey = KEY) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decoder_filters(key: PatternKey) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chip's response in the decoder domain, the lattice spectrum for deconvolution, `key`'s sync filter."""
     impulse = np.zeros((CHIPS, CHIPS), np.float32)
     impulse[0, 0] = 1

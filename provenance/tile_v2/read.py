@@ -113,7 +113,7 @@ def dihedral(tile: np.ndarray, orientation: int) -> np.ndarray:
 def align(folded: np.ndarray) -> tuple[float, np.ndarray]:
     """The sync z-score and chip amplitudes at the best of the 8 orientations x 16 sub-chip phases x 1024
     cyclic shifts of the folded tile (all correlated at once)."""
-    kernel, lattice, sync_filter = decoder_filters()
+    kernel, lattice, sync_filter = decoder_filters(KEY)
     tiles = np.stack([dihedral(folded, orientation) for orientation in range(ORIENTATIONS)])
     matched = np.real(np.fft.ifft2(np.fft.fft2(tiles) * kernel))
     # (orientation, phase y, phase x, chip y, chip x): chip (cy, cx) at phase (py, px) is pixel (4 cy + py, 4 cx + px)
